@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests need on the machine that runs them (idempotent).
+# On a workstation that is not Debian, install the equivalents yourself (see bindep.txt).
+set -euo pipefail
+packages=(docker.io debootstrap nftables iproute2 shellcheck git rsync)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "missing packages: ${missing[*]} — install them (as root: apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "[prereqs] installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
