@@ -1,0 +1,5 @@
+"""Payload types (media types) of the signed envelopes; each one is signed via the PAE."""
+
+INSTRUCTION_TYPE = "application/vnd.vantage.instruction+json"
+RELEASE_TYPE = "application/vnd.vantage.release+json"
+HELLO_TYPE = "application/vnd.vantage.hello+json"

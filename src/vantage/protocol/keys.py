@@ -1,0 +1,145 @@
+"""Ed25519 keys: generation, PKCS#8 PEM files (mode 0600), base64 public keys and key ids."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from vantage.protocol._fs import atomic_write
+
+PUBLIC_KEY_BYTES = 32
+PRIVATE_KEY_MODE = 0o600
+
+AnyKey = Ed25519PrivateKey | Ed25519PublicKey
+
+
+def generate_key() -> Ed25519PrivateKey:
+    """A new random Ed25519 private key."""
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> bytes:
+    """``key`` as unencrypted PKCS#8 PEM."""
+    return key.private_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    """Read an Ed25519 private key from a PKCS#8 PEM file.
+
+    Raises :class:`ValueError` naming ``path`` when the file is missing, unreadable, not PEM,
+    encrypted, or holds another kind of key.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: private key file does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read private key: {exc.strerror or exc}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ValueError(f"{path}: private key is encrypted; Vantage expects an unencrypted key") from None
+    except (ValueError, binascii.Error):
+        raise ValueError(f"{path}: not a PEM-encoded private key") from None
+    except UnsupportedAlgorithm as exc:
+        raise ValueError(f"{path}: cannot load private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path}: not an Ed25519 private key ({type(key).__name__})")  # noqa: TRY004
+    return key
+
+
+def write_private_key(path: str | Path, key: Ed25519PrivateKey, *, overwrite: bool = False) -> None:
+    """Write ``key`` to ``path`` as PKCS#8 PEM, mode 0600 from the moment the file exists.
+
+    The write is atomic (temporary file in the same directory, fsync, rename). An existing
+    file raises :class:`FileExistsError` unless ``overwrite`` is true.
+    """
+    atomic_write(Path(path), private_key_pem(key), mode=PRIVATE_KEY_MODE, overwrite=overwrite)
+
+
+def load_or_create_private_key(path: str | Path) -> tuple[Ed25519PrivateKey, bool]:
+    """Load the key at ``path``, or create it (and missing parent directories, mode 0700).
+
+    Returns ``(key, created)``. An existing but invalid file is an error, never replaced.
+    """
+    path = Path(path)
+    if path.exists():
+        return load_private_key(path), False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = generate_key()
+    try:
+        write_private_key(path, key, overwrite=False)
+    except FileExistsError:  # somebody else created it meanwhile: theirs wins
+        return load_private_key(path), False
+    return key, True
+
+
+def _public(key: AnyKey) -> Ed25519PublicKey:
+    if isinstance(key, Ed25519PrivateKey):
+        return key.public_key()
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    raise TypeError(f"expected an Ed25519 key, got {type(key).__name__}")
+
+
+def public_key_bytes(key: AnyKey) -> bytes:
+    """The raw 32-byte public key of a private or public key."""
+    return _public(key).public_bytes(
+        encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
+    )
+
+
+def public_key_b64(key: AnyKey) -> str:
+    """The public key as standard, padded base64 of its raw 32 bytes."""
+    return base64.b64encode(public_key_bytes(key)).decode("ascii")
+
+
+def public_key_raw_from_b64(value: str) -> bytes:
+    """Decode a base64 public key to its 32 raw bytes; :class:`ValueError` unless canonical."""
+    if not isinstance(value, str):
+        raise ValueError(f"public key must be a base64 string, not {type(value).__name__}")  # noqa: TRY004
+    try:
+        raw = base64.b64decode(value.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        raise ValueError("public key is not valid base64") from None
+    if len(raw) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"public key must be {PUBLIC_KEY_BYTES} bytes, got {len(raw)}")
+    if base64.b64encode(raw).decode("ascii") != value:
+        raise ValueError("public key is not canonical base64")
+    return raw
+
+
+def public_key_from_b64(value: str) -> Ed25519PublicKey:
+    """An :class:`Ed25519PublicKey` from base64 of its raw 32 bytes (:class:`ValueError` if bad)."""
+    raw = public_key_raw_from_b64(value)
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise ValueError(f"invalid Ed25519 public key: {exc}") from None
+
+
+def key_id(key: AnyKey | bytes | str) -> str:
+    """The key id: first 16 lowercase hex digits of SHA-256 over the raw 32-byte public key.
+
+    Accepts a private key, a public key, the raw 32 bytes, or the base64 public key string.
+    """
+    if isinstance(key, str):
+        raw = public_key_raw_from_b64(key)
+    elif isinstance(key, bytes | bytearray | memoryview):
+        raw = bytes(key)
+        if len(raw) != PUBLIC_KEY_BYTES:
+            raise ValueError(f"raw public key must be {PUBLIC_KEY_BYTES} bytes, got {len(raw)}")
+    else:
+        raw = public_key_bytes(key)
+    return hashlib.sha256(raw).hexdigest()[:16]
