@@ -1,0 +1,117 @@
+"""The ``dns`` check: resolve a name with the system resolvers or a given server."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.resolver
+import dns.reversename
+
+from vantage.checks.netpolicy import BlockedAddressError, CheckOptions, vet_addresses
+from vantage.checks.result import CheckFailure, Probe
+from vantage.checks.spec import format_host_port, parse_host_port
+
+_NAME_TYPES = frozenset({"CNAME", "NS", "PTR"})
+_TARGET_TYPES = frozenset({"MX", "SRV"})  # answers ending in a host name
+
+
+def _answer_text(rdata: dns.rdata.Rdata, record_type: str) -> str:
+    if record_type == "TXT":
+        return b"".join(getattr(rdata, "strings", ())).decode("utf-8", errors="replace")
+    return str(rdata.to_text())
+
+
+def _norm(value: str, record_type: str) -> str:
+    if record_type == "TXT":
+        return value
+    return " ".join(part.rstrip(".").lower() for part in value.split())
+
+
+def _matches(expected: str, answer: str, record_type: str) -> bool:
+    want, have = _norm(expected, record_type), _norm(answer, record_type)
+    if record_type in ("A", "AAAA"):
+        try:
+            return ipaddress.ip_address(want) == ipaddress.ip_address(have)
+        except ValueError:
+            return want == have
+    if want == have:
+        return True
+    return record_type in _TARGET_TYPES and have.rsplit(" ", 1)[-1] == want
+
+
+def _resolver_for(spec: Mapping[str, Any], options: CheckOptions) -> tuple[dns.asyncresolver.Resolver, str]:
+    server: str | None = spec["resolver"]
+    if server is None:
+        try:
+            return dns.asyncresolver.Resolver(), "system"
+        except dns.exception.DNSException as exc:
+            raise CheckFailure(f"no system DNS resolver configured: {exc}") from None
+    try:
+        host, port = str(ipaddress.ip_address(server)), 53
+    except ValueError:
+        host, port = parse_host_port(server, "resolver")
+    try:
+        vet_addresses([ipaddress.ip_address(host)], options)
+    except BlockedAddressError as exc:
+        raise CheckFailure(str(exc).replace("target address", "resolver address", 1)) from None
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [host]
+    resolver.port = port
+    return resolver, format_host_port(host, port)
+
+
+async def run_dns(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) -> None:
+    """Run a validated ``dns`` spec.
+
+    Fails on NXDOMAIN, an empty answer, a server failure or timeout, and when any ``expected``
+    string is missing from the answers (names compare case-insensitively without the trailing
+    dot; for MX/SRV the target host name alone also matches; TXT strings are joined and compared
+    exactly).
+    """
+    record_type = str(spec["record_type"])
+    target = str(spec["target"])
+    timeout = float(spec["timeout_s"])
+    resolver, label = _resolver_for(spec, options)
+    resolver.lifetime = timeout
+    resolver.timeout = timeout
+    probe.details["record_type"] = record_type
+    probe.details["resolver"] = label
+    qname: dns.name.Name | str = target
+    if record_type == "PTR":
+        try:
+            qname = dns.reversename.from_address(target)
+        except (ValueError, dns.exception.SyntaxError):
+            qname = target
+    where = f" at {label}" if label != "system" else ""
+    with probe.phase("dns query", "dns_ms"):
+        try:
+            answer = await resolver.resolve(qname, record_type, search=False)
+        except dns.resolver.NXDOMAIN:
+            raise CheckFailure(f"DNS name {target} does not exist (NXDOMAIN){where}") from None
+        except dns.resolver.NoAnswer:
+            raise CheckFailure(f"no {record_type} records for {target}{where}") from None
+        except dns.resolver.NoNameservers:
+            raise CheckFailure(f"no name server answered for {target}{where} (SERVFAIL or refused)") from None
+        except dns.resolver.LifetimeTimeout:
+            raise CheckFailure(f"timed out after {timeout} s during dns query{where}") from None
+        except dns.exception.DNSException as exc:
+            raise CheckFailure(f"DNS query for {target} failed{where}: {exc}") from None
+    if label == "system":
+        probe.details["resolver"] = format_host_port(str(answer.nameserver), int(answer.port or 53))
+    answers = [_answer_text(r, record_type) for r in answer]
+    probe.details["answers"] = answers
+    probe.details["ttl"] = answer.rrset.ttl if answer.rrset is not None else None
+    if answer.canonical_name != answer.qname:
+        probe.details["canonical_name"] = answer.canonical_name.to_text()
+    missing = [e for e in spec["expected"] or () if not any(_matches(e, a, record_type) for a in answers)]
+    if missing:
+        raise CheckFailure(
+            f"expected {record_type} answer{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)} not found for {target}"
+        )

@@ -1,0 +1,193 @@
+"""Shared connection steps of the http, tcp and tls checks, each timed as its own phase.
+
+resolve (``dns_ms``) → vet every address against the network policy → TCP connect to a vetted
+address (``connect_ms``) → optional TLS handshake with SNI = the host name (``tls_ms``). Doing the
+steps by hand rather than through a client library's connector gives separate, real TCP and TLS
+timings, and guarantees that the address connected to is the one that was vetted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from vantage.checks.netpolicy import BlockedAddressError, CheckOptions, IPAddress, vet_addresses
+from vantage.checks.result import CheckFailure, Probe
+from vantage.checks.spec import format_host_port
+
+STREAM_LIMIT = 65536  # longest response line / header block the readers accept
+
+
+@dataclass
+class Connection:
+    """An open TCP (optionally TLS) connection to a vetted address."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    peer_ip: str
+    raw_transport: asyncio.BaseTransport
+
+    def abort(self) -> None:
+        """Drop the connection at once (checks never reuse one; nothing is left to flush)."""
+        self.writer.transport.abort()
+        if self.raw_transport is not self.writer.transport:
+            self.raw_transport.abort()  # type: ignore[attr-defined]
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+async def resolve(host: str, port: int, probe: Probe) -> list[IPAddress]:
+    """Resolve ``host`` once (no resolution at all for an IP literal); record ``resolved_ips``."""
+    literal = _literal(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        loop = asyncio.get_running_loop()
+        with probe.phase("dns resolution", "dns_ms"):
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+            except socket.gaierror as exc:
+                raise CheckFailure(f"DNS resolution failed for {host}: {exc.strerror or exc}") from None
+        addresses = []
+        for family, _type, _proto, _canon, sockaddr in infos:
+            if family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            addr = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            if addr not in addresses:
+                addresses.append(addr)
+        if not addresses:
+            raise CheckFailure(f"DNS resolution failed for {host}: no IPv4 or IPv6 address")
+    probe.details["resolved_ips"] = [str(a) for a in addresses]
+    return addresses
+
+
+def _connect_error(exc: OSError, where: str) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused to {where}"
+    if isinstance(exc, ConnectionResetError):
+        return f"connection reset by {where}"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot connect to {where}: {reason}"
+
+
+async def open_vetted(host: str, port: int, options: CheckOptions, probe: Probe) -> Connection:
+    """Resolve, vet every address, then connect to the first vetted address that answers.
+
+    Raises :class:`CheckFailure` for DNS failures, blocked addresses and connection errors.
+    """
+    addresses = await resolve(host, port, probe)
+    try:
+        vet_addresses(addresses, options)
+    except BlockedAddressError as exc:
+        raise CheckFailure(str(exc)) from None
+    errors: list[str] = []
+    for address in addresses:
+        where = format_host_port(str(address), port)
+        with probe.phase("connect", "connect_ms"):
+            try:
+                reader, writer = await asyncio.open_connection(str(address), port, limit=STREAM_LIMIT)
+            except OSError as exc:
+                errors.append(_connect_error(exc, where))
+                continue
+        probe.details["peer_ip"] = str(address)
+        return Connection(reader, writer, str(address), writer.transport)
+    raise CheckFailure("; ".join(errors))
+
+
+async def start_tls(conn: Connection, context: ssl.SSLContext, server_hostname: str, probe: Probe) -> None:
+    """Upgrade ``conn`` to TLS (SNI and hostname check against ``server_hostname``)."""
+    with probe.phase("TLS handshake", "tls_ms"):
+        try:
+            await conn.writer.start_tls(context, server_hostname=server_hostname)
+        except ssl.SSLCertVerificationError as exc:
+            raise CheckFailure(f"TLS certificate verify failed: {exc.verify_message or exc.reason}") from None
+        except ssl.SSLError as exc:
+            raise CheckFailure(f"TLS handshake failed: {exc.reason or exc}") from None
+        except ConnectionError as exc:
+            raise CheckFailure(f"TLS handshake failed: {_connect_error(exc, conn.peer_ip)}") from None
+
+
+@functools.lru_cache(maxsize=32)
+def tls_context(verify: bool, ca_bundle: str | None, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+    """A client SSL context, built once per (verify, ca_bundle, ALPN) and shared.
+
+    With ``verify`` the system trust store is used, plus ``ca_bundle`` when given (an internal CA
+    adds to the public roots rather than replacing them). Without it, neither chain nor host name
+    is checked, but the peer certificate is still read and reported.
+    """
+    ctx = ssl.create_default_context()
+    if ca_bundle:
+        ctx.load_verify_locations(cafile=ca_bundle)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def _name(value: x509.Name) -> str:
+    return value.rfc4514_string()
+
+
+def cert_info(conn: Connection) -> dict[str, Any]:
+    """Subject, issuer, validity, SANs and fingerprint of the peer's leaf certificate."""
+    ssl_object = conn.writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return {}
+    cert = x509.load_der_x509_certificate(der)
+    not_after = cert.not_valid_after_utc
+    now = dt.datetime.now(dt.UTC)
+    san: list[str] = []
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        san = [f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)]
+        san += [f"IP:{ip}" for ip in ext.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    return {
+        "subject": _name(cert.subject),
+        "issuer": _name(cert.issuer),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": not_after.isoformat(),
+        "days_left": int((not_after - now).total_seconds() // 86400),
+        "san": san,
+        "serial": format(cert.serial_number, "x"),
+        "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+    }
+
+
+def tls_session_info(conn: Connection) -> dict[str, Any]:
+    """Negotiated protocol version and cipher suite."""
+    ssl_object = conn.writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return {}
+    cipher = ssl_object.cipher()
+    return {"protocol": ssl_object.version(), "cipher": cipher[0] if cipher else None}
+
+
+def expiry_warning(info: dict[str, Any], warning_days: int) -> str | None:
+    """A warning when the certificate expires within ``warning_days`` days (or already has)."""
+    if "days_left" not in info:
+        return None
+    days = int(info["days_left"])
+    if days < 0:
+        return f"certificate expired {-days} days ago (not after {info['not_after']})"
+    if warning_days > 0 and days <= warning_days:
+        return f"certificate expires in {days} days (not after {info['not_after']})"
+    return None

@@ -1,0 +1,150 @@
+"""Data protection: strip response content, headers and IP addresses from results before they leave.
+
+The agent applies :meth:`DataProtection.apply` to every result before it is stored in the outbox
+or sent. It works on the protocol's result dict (``details`` nested) by key, at any depth:
+
+* ``strip_content`` drops :data:`CONTENT_KEYS` (bodies, excerpts, banners);
+* ``strip_headers`` drops :data:`HEADER_KEYS` (headers, and the redirect chain and final URL,
+  which come from ``Location`` headers);
+* ``strip_ips`` drops :data:`IP_KEYS`, drops the DNS ``answers`` of A/AAAA/PTR checks, and
+  replaces every IPv4/IPv6 literal in every remaining string (error, warnings, URLs, certificate
+  names, DNS answers of other types, even dict keys) with ``<redacted>``.
+
+Error strings produced by :mod:`vantage.checks` never quote response content or headers, so
+they only need the IP scrub.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+REDACTED = "<redacted>"
+
+CONTENT_KEYS = frozenset(
+    {"body", "body_excerpt", "banner", "excerpt", "content", "received", "response_body"}
+)
+HEADER_KEYS = frozenset(
+    {"headers", "response_headers", "request_headers", "redirects", "final_url", "location", "set_cookie"}
+)
+IP_KEYS = frozenset(
+    {"resolved_ips", "peer_ip", "peer_ips", "peer", "local_ip", "sockname", "peername", "addresses", "ip"}
+)
+IP_ANSWER_TYPES = frozenset({"A", "AAAA", "PTR"})
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+ENV_VARS = {
+    "strip_content": "VANTAGE_DP_STRIP_CONTENT",
+    "strip_headers": "VANTAGE_DP_STRIP_HEADERS",
+    "strip_ips": "VANTAGE_DP_STRIP_IPS",
+}
+
+# Candidates only; each match is confirmed with the ipaddress module before it is replaced.
+_IPV6_CANDIDATE = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?(?:%[\w.-]+)?(?![\w:])"
+)
+_IPV4_CANDIDATE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d]|\.\d)")
+
+
+def _valid_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def scrub_ips(text: str) -> str:
+    """Replace every IPv4 and IPv6 literal in ``text`` with ``<redacted>``."""
+
+    def v6(match: re.Match[str]) -> str:
+        value = match.group(0)
+        candidate = value.split("%", 1)[0]
+        if candidate.endswith(":") and not candidate.endswith("::"):
+            candidate = candidate[:-1]  # "::1:" in "[::1]:443"-like text without brackets
+            return REDACTED + ":" if _valid_ip(candidate) else value
+        return REDACTED if _valid_ip(candidate) else value
+
+    def v4(match: re.Match[str]) -> str:
+        value = match.group(0)
+        return REDACTED if _valid_ip(value) else value
+
+    return _IPV4_CANDIDATE.sub(v4, _IPV6_CANDIDATE.sub(v6, text))
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{name} must be one of true/false/1/0/yes/no, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataProtection:
+    """The operator's data-protection switches (reported in heartbeats via :meth:`as_dict`)."""
+
+    strip_content: bool = False
+    strip_headers: bool = False
+    strip_ips: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DataProtection:
+        """Read ``VANTAGE_DP_STRIP_CONTENT`` / ``_HEADERS`` / ``_IPS``; unset means false.
+
+        Accepts true/false/1/0/yes/no (any case); anything else raises ``ValueError`` naming the
+        variable — a typo must not silently leave data unprotected.
+        """
+        values = {field: _parse_bool(var, env[var]) for field, var in ENV_VARS.items() if var in env}
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, bool]:
+        """``{"strip_content", "strip_headers", "strip_ips"}`` as the heartbeat reports them."""
+        return asdict(self)
+
+    @property
+    def active(self) -> bool:
+        """True when any switch is on."""
+        return self.strip_content or self.strip_headers or self.strip_ips
+
+    def _denied(self) -> frozenset[str]:
+        denied: frozenset[str] = frozenset()
+        if self.strip_content:
+            denied |= CONTENT_KEYS
+        if self.strip_headers:
+            denied |= HEADER_KEYS
+        if self.strip_ips:
+            denied |= IP_KEYS
+        return denied
+
+    def apply(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        """A deep copy of ``result`` with everything the switches forbid removed."""
+        denied = self._denied()
+        return {str(k): v for k, v in self._clean(result, denied).items()}
+
+    def _clean(self, value: Any, denied: frozenset[str]) -> Any:
+        if isinstance(value, Mapping):
+            out: dict[Any, Any] = {}
+            ip_answers = self.strip_ips and str(value.get("record_type", "")).upper() in IP_ANSWER_TYPES
+            for key, item in value.items():
+                name = str(key)
+                if name in denied or (ip_answers and name == "answers"):
+                    continue
+                if self.strip_ips and isinstance(key, str):
+                    key = scrub_ips(key)
+                out[key] = self._clean(item, denied)
+            return out
+        if isinstance(value, (list, tuple)):
+            return [self._clean(item, denied) for item in value]
+        if isinstance(value, str):
+            return scrub_ips(value) if self.strip_ips else value
+        if isinstance(value, (bytes, bytearray)):
+            return (
+                None if self.strip_content else self._clean(bytes(value).decode("utf-8", "replace"), denied)
+            )
+        return value

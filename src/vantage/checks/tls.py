@@ -1,0 +1,44 @@
+"""The ``tls`` check: handshake with a vetted address and report the certificate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from vantage.checks.net import (
+    cert_info,
+    expiry_warning,
+    open_vetted,
+    start_tls,
+    tls_context,
+    tls_session_info,
+)
+from vantage.checks.netpolicy import CheckOptions
+from vantage.checks.result import CheckFailure, Probe
+from vantage.checks.spec import parse_host_port
+
+
+async def run_tls(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) -> None:
+    """Run a validated ``tls`` spec.
+
+    SNI and the host-name check use ``server_name`` when given, else the target's host. The
+    check fails when the handshake or (with ``verify``) the chain or host name fails, and also
+    when the leaf certificate has expired even with ``verify: false`` — checking the certificate
+    is this check's whole purpose. Expiry within ``cert_expiry_warning_days`` is a warning.
+    """
+    host, port = parse_host_port(str(spec["target"]))
+    server_name = str(spec["server_name"] or host)
+    conn = await open_vetted(host, port, options, probe)
+    try:
+        await start_tls(conn, tls_context(bool(spec["verify"]), options.ca_bundle), server_name, probe)
+        info = cert_info(conn)
+        probe.details["cert"] = info
+        probe.details["server_name"] = server_name
+        probe.details.update(tls_session_info(conn))
+    finally:
+        conn.abort()
+    warning = expiry_warning(info, int(spec["cert_expiry_warning_days"]))
+    if warning:
+        probe.warnings.append(warning)
+    if info.get("days_left", 0) < 0:
+        raise CheckFailure(f"certificate expired on {info['not_after']}")
