@@ -26,9 +26,15 @@ sys.exit(main(["install", "--no-index", "--find-links", "$wheels"] + args))
 PY
 fi
 
-# Copy what git knows (tracked and untracked-but-not-ignored), nothing built.
+# Copy what git knows (tracked and untracked-but-not-ignored), nothing built. The reference
+# agent / control plane package (src/, images/, its pytest suites, benchmarks) is not collection
+# content: it ships as container images and is checked with ruff, mypy and pytest instead
+# (docs/testing.md).
 rm -rf "$dest" && mkdir -p "$dest"
-(cd "$top" && git ls-files -z --cached --others --exclude-standard | tar --null -T - -c) | tar -C "$dest" -x
+(cd "$top" && git ls-files -z --cached --others --exclude-standard \
+   | grep -zvE '^(src/|images/|benchmarks/|tests/unit/vantage/|tests/integration/[^/]+\.py$)' \
+   | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+   | tar --null -T - -c) | tar -C "$dest" -x
 (cd "$dest" && git init -q && git add -A)
 
 cd "$dest"
