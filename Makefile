@@ -15,7 +15,7 @@ export PY_COLORS ?= 0
 MOLECULE_SCENARIOS ?= $(sort $(notdir $(wildcard molecule/*)))
 
 .PHONY: help quickstart test setup venv prereqs engine images collection-link \
-        sanity lint units pytest molecule clean
+        sanity lint units pylint-src pytest plugin-units molecule clean
 
 help:
 	@echo "make quickstart  - set up this machine and deploy the local sandbox"
@@ -54,11 +54,24 @@ lint: venv collection-link
 	@echo "== ansible-lint (production profile)"
 	@ansible-lint --offline -q
 
-units: pytest
+units: pylint-src pytest plugin-units
+
+# The reference agent / control plane package: ruff and strict mypy (ansible-test covers the
+# collection's own content; see docs/testing.md).
+pylint-src: venv
+	@echo "== ruff + mypy (src/vantage)"
+	@$(VENV)/bin/ruff check src tests/unit/vantage tests/integration $(wildcard benchmarks)
+	@$(VENV)/bin/mypy
 
 pytest: venv
-	@echo "== pytest"
-	@$(VENV)/bin/pytest -q -p no:cacheprovider
+	@echo "== pytest (src/vantage: unit and integration)"
+	@$(VENV)/bin/pytest -q -p no:cacheprovider -ra
+
+plugin-units: venv
+	@if compgen -G 'tests/unit/plugins/**/test_*.py' >/dev/null || compgen -G 'tests/unit/plugins/*/*/test_*.py' >/dev/null; then \
+	  echo "== ansible-test units"; \
+	  tests/setup/ansible-test.sh units --venv --python 3.11 --color no; \
+	else echo "== ansible-test units: no plugin unit tests yet"; fi
 
 molecule: setup
 	@for s in $(MOLECULE_SCENARIOS); do \
@@ -68,6 +81,7 @@ molecule: setup
 	  echo "== molecule $$s passed in $$(( $$(date +%s) - start )) s"; \
 	done
 
+test: export VANTAGE_REQUIRE_DOCKER := 1
 test:
 	@start=$$(date +%s); \
 	status=0; \
