@@ -33,15 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "keygen":
         from vantage.protocol.cli import keygen_main
 
-        return keygen_main(rest)
+        return int(keygen_main(rest))
     if command == "agent":
         from vantage.agent.cli import main as agent_main
 
-        return agent_main(rest)
+        return int(agent_main(rest))
     if command == "control-plane":
         from vantage.control_plane.cli import main as cp_main
 
-        return cp_main(rest)
+        return int(cp_main(rest))
     sys.stderr.write(f"vantage: unknown command {command!r}\n{USAGE}")
     return 2
 
