@@ -1,0 +1,249 @@
+"""Storage: SQLAlchemy 2 models and the engine set-up.
+
+Everything the control plane knows, except the live websocket sessions, is in these tables, so a
+restart loses nothing. SQLite (a file, WAL journal) is the default; any SQLAlchemy URL works,
+``postgresql+psycopg://…`` being the one meant for larger sites.
+
+The control plane runs its (short) transactions directly on the event loop thread: see
+``docs/control-plane.md`` ("Decisions") for why.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the control plane's tables."""
+
+
+class ApiToken(Base):
+    """A bearer token; only the SHA-256 of the token is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    scopes: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    bootstrap: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(s for s in self.scopes.split(",") if s)
+
+
+class Checkpoint(Base):
+    """A checkpoint: a named group of instances at one site."""
+
+    __tablename__ = "checkpoints"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    labels_json: Mapped[str] = mapped_column(Text, default="{}")
+    admin_state: Mapped[str] = mapped_column(String(16), default="active")
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        value = json.loads(self.labels_json or "{}")
+        return value if isinstance(value, dict) else {}
+
+
+class Instance(Base):
+    """An enrolled instance of a checkpoint, with its identity public key and last health."""
+
+    __tablename__ = "instances"
+    __table_args__ = (UniqueConstraint("checkpoint", "name", name="uq_instance"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    checkpoint: Mapped[str] = mapped_column(
+        String(63), ForeignKey("checkpoints.name", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    public_key: Mapped[str] = mapped_column(String(64))
+    keyid: Mapped[str] = mapped_column(String(16), index=True)
+    enrolled_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_connected_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_disconnected_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    health_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+
+    @property
+    def health(self) -> dict[str, Any]:
+        if not self.health_json:
+            return {}
+        value = json.loads(self.health_json)
+        return value if isinstance(value, dict) else {}
+
+
+class Monitor(Base):
+    """A monitor: a check spec run on one checkpoint every ``interval_s`` seconds."""
+
+    __tablename__ = "monitors"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    checkpoint: Mapped[str] = mapped_column(
+        String(63), ForeignKey("checkpoints.name", ondelete="CASCADE"), index=True
+    )
+    spec_json: Mapped[str] = mapped_column(Text)
+    interval_s: Mapped[float] = mapped_column(Float)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    next_due: Mapped[float] = mapped_column(Float, index=True)
+    last_instance: Mapped[str | None] = mapped_column(String(63), nullable=True)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        value = json.loads(self.spec_json)
+        assert isinstance(value, dict)
+        return value
+
+
+class Dispatch(Base):
+    """One ``run_check`` instruction sent to one instance, and what became of it."""
+
+    __tablename__ = "dispatches"
+    __table_args__ = (Index("ix_dispatch_status_deadline", "status", "deadline"),)
+
+    check_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    monitor_id: Mapped[str] = mapped_column(String(36), index=True)
+    checkpoint: Mapped[str] = mapped_column(String(63))
+    instance: Mapped[str] = mapped_column(String(63))
+    attempt: Mapped[int] = mapped_column(Integer)
+    dispatched_at: Mapped[float] = mapped_column(Float)
+    deadline: Mapped[float] = mapped_column(Float)
+    #: ``pending``, ``done`` (a result arrived) or ``timeout``
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+
+
+class Result(Base):
+    """A check result as the agent sent it, keyed (and deduplicated) by its id."""
+
+    __tablename__ = "results"
+    __table_args__ = (Index("ix_results_monitor_received", "monitor_id", "received_at"),)
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    monitor_id: Mapped[str] = mapped_column(String(36))
+    check_id: Mapped[str] = mapped_column(String(128))
+    checkpoint: Mapped[str] = mapped_column(String(63))
+    instance: Mapped[str] = mapped_column(String(63))
+    attempt: Mapped[int] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    phases_json: Mapped[str] = mapped_column(Text, default="{}")
+    details_json: Mapped[str] = mapped_column(Text, default="{}")
+    received_at: Mapped[float] = mapped_column(Float)
+
+
+class Alert(Base):
+    """An alert (``monitor_down``, ``checkpoint_unavailable``); open while ``closed_at`` is null."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_kind_subject_closed", "kind", "subject", "closed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(200))
+    opened_at: Mapped[float] = mapped_column(Float)
+    closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class Release(Base):
+    """The release published on a channel; its manifest is signed on each request."""
+
+    __tablename__ = "releases"
+
+    channel: Mapped[str] = mapped_column(String(63), primary_key=True)
+    image: Mapped[str] = mapped_column(String(512))
+    digest: Mapped[str] = mapped_column(String(71))
+    version: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class SigningKeyRecord(Base):
+    """A public signing key the control plane has used; ``not_after`` set once it is rotated out."""
+
+    __tablename__ = "signing_keys"
+
+    keyid: Mapped[str] = mapped_column(String(16), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    not_after: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=5000")
+    finally:
+        cursor.close()
+
+
+class Database:
+    """The engine, a session factory and schema creation."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            kwargs["connect_args"] = {"check_same_thread": False}
+            if parsed.database in (None, "", ":memory:"):
+                kwargs["poolclass"] = StaticPool
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.url = parsed
+        self.engine: Engine = create_engine(parsed, **kwargs)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent)."""
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with self._factory() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def now() -> float:
+    """Wall-clock time in unix seconds (one place to patch in tests)."""
+    return time.time()

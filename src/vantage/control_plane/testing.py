@@ -1,0 +1,318 @@
+"""Test helpers: an in-process control plane and a scripted agent built from :mod:`vantage.protocol`.
+
+Used by the control plane's own tests; usable by anyone who needs a real control plane or a
+well-behaved (or deliberately misbehaving) agent on 127.0.0.1. Nothing here is imported by the
+server itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from vantage.control_plane.app import create_app
+from vantage.control_plane.config import Settings
+from vantage.control_plane.core import CORE_KEY, ControlPlane
+from vantage.protocol import TrustStore, generate_key, make_hello, public_key_b64, verify
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+
+
+def make_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings with small intervals, a SQLite file and a signing key under ``tmp``."""
+    base = Settings(
+        db_url=f"sqlite:///{tmp / 'cp.db'}",
+        signing_key_path=tmp / "signing.pem",
+        admin_token=ADMIN_TOKEN,
+        heartbeat_interval=1.0,
+        unavailable_grace=2.0,
+        scheduler_tick=0.1,
+        result_margin=1.0,
+        hello_timeout=2.0,
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class RunningServer:
+    """A control plane listening on 127.0.0.1 in this event loop."""
+
+    runner: web.AppRunner
+    url: str
+
+    @property
+    def core(self) -> ControlPlane:
+        return self.runner.app[CORE_KEY]
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http", "ws", 1) + "/api/v1/agent/connect"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_server(settings: Settings, port: int = 0) -> RunningServer:
+    """Start ``create_app(settings)`` on 127.0.0.1 (``port`` 0: any free port)."""
+    runner = web.AppRunner(create_app(settings), handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    address = runner.addresses[0]
+    return RunningServer(runner, f"http://127.0.0.1:{address[1]}")
+
+
+class Api:
+    """A small REST client with a bearer token."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str | None = ADMIN_TOKEN) -> None:
+        self.http, self.base, self.token = http, base, token
+
+    async def call(self, method: str, path: str, body: Any = None, token: str | None = "") -> tuple[int, Any]:
+        use = self.token if token == "" else token
+        headers = {"Authorization": f"Bearer {use}"} if use else {}
+        kwargs: dict[str, Any] = {"headers": headers}
+        if body is not None:
+            kwargs["json"] = body
+        async with self.http.request(method, self.base + path, **kwargs) as response:
+            text = await response.text()
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = text
+            return response.status, data
+
+    async def ok(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200, 201)) -> Any:
+        status, data = await self.call(method, path, body)
+        if status not in expect:
+            raise AssertionError(f"{method} {path} -> {status} {data}")
+        return data
+
+
+@dataclass
+class Identity:
+    """An instance's name and identity key."""
+
+    checkpoint: str
+    instance: str
+    key: Ed25519PrivateKey = field(default_factory=generate_key)
+
+    @property
+    def public_key(self) -> str:
+        return public_key_b64(self.key)
+
+
+class HandshakeRefused(Exception):
+    """The server answered the hello with an error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class FakeAgent:
+    """A scripted agent session: hello, heartbeats, instructions, results."""
+
+    def __init__(self, http: aiohttp.ClientSession, ws_url: str, identity: Identity, control_plane: str) -> None:
+        self.http = http
+        self.ws_url = ws_url
+        self.identity = identity
+        self.control_plane = control_plane
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.welcome: dict[str, Any] = {}
+        self.acks: list[str] = []
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._beater: asyncio.Task[None] | None = None
+        self.healthy = True
+        self.health_extra: dict[str, Any] = {}
+
+    async def connect(
+        self, *, challenge_override: str | None = None, url_override: str | None = None,
+        key_override: Ed25519PrivateKey | None = None, auto_heartbeat: bool = False,
+    ) -> dict[str, Any]:
+        """Open the socket and do the handshake; returns the welcome or raises HandshakeRefused.
+
+        With ``auto_heartbeat`` a background task sends heartbeats at the welcome's interval.
+        """
+        self.ws = await self.http.ws_connect(self.ws_url, heartbeat=None)
+        challenge = await self.receive()
+        assert challenge["type"] == "challenge", challenge
+        hello = make_hello(
+            key_override or self.identity.key,
+            challenge=challenge_override or challenge["challenge"],
+            checkpoint=self.identity.checkpoint,
+            instance=self.identity.instance,
+            control_plane=url_override or self.control_plane,
+        )
+        await self.send({"type": "hello", "envelope": hello})
+        answer = await self.receive()
+        if answer.get("type") == "error":
+            await self.ws.close()
+            raise HandshakeRefused(answer["error"])
+        assert answer["type"] == "welcome", answer
+        self.welcome = answer
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        if auto_heartbeat:
+            self._beater = asyncio.get_running_loop().create_task(self._beat(float(answer["heartbeat_interval"])))
+        return answer
+
+    async def _beat(self, interval: float) -> None:
+        assert self.ws is not None
+        while not self.ws.closed:
+            try:
+                await self.heartbeat()
+            except ConnectionError:
+                return
+            await asyncio.sleep(interval)
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for msg in self.ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    await self.queue.put(json.loads(msg.data))
+        finally:
+            await self.queue.put(None)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_str(json.dumps(message))
+
+    async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next JSON message (ConnectionError when the socket closes)."""
+        assert self.ws is not None
+        if self._reader is not None:
+            item = await asyncio.wait_for(self.queue.get(), timeout)
+            if item is None:
+                self.queue.put_nowait(None)
+                raise ConnectionError(f"socket closed: {self.ws.close_code}")
+            return item
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"socket closed: {msg.type.name} {self.ws.close_code}")
+        data: dict[str, Any] = json.loads(msg.data)
+        return data
+
+    async def heartbeat(self, healthy: bool | None = None, **extra: Any) -> None:
+        """Send a heartbeat; ``healthy`` and ``extra`` stick for later (automatic) heartbeats."""
+        if healthy is not None:
+            self.healthy = healthy
+        self.health_extra.update(extra)
+        healthy = self.healthy
+        health = {
+            "version": "0.1.0", "image_digest": None, "uptime_s": 1.0, "healthy": healthy,
+            "reasons": [] if healthy else ["self-check failed"],
+            "host": {"hostname": f"host-{self.identity.instance}", "os": "linux", "cpu_count": 2,
+                     "memory_total_bytes": 1 << 30, "dns_servers": [], "timezone": "UTC"},
+            "data_protection": {"strip_content": False, "strip_headers": False, "strip_ips": False},
+        }
+        health.update(self.health_extra)
+        await self.send({"type": "heartbeat", "health": health})
+
+    async def instruction(self, trust: TrustStore, timeout: float = 5.0) -> dict[str, Any]:
+        """The next instruction's verified payload (acks are collected on the way)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = await self.receive(timeout=max(0.01, deadline - time.monotonic()))
+            if message["type"] == "ack":
+                self.acks.append(message["id"])
+                continue
+            assert message["type"] == "instruction", message
+            _type, payload, _keyid = verify(message["envelope"], trust)
+            data: dict[str, Any] = json.loads(payload)
+            return data
+
+    async def result(self, instruction: dict[str, Any], ok: bool, error: str | None = None,
+                     result_id: str | None = None, **extra: Any) -> None:
+        body = instruction["body"]
+        result = {
+            "id": result_id or body["check_id"], "check_id": body["check_id"], "monitor_id": body["monitor_id"],
+            "attempt": body["attempt"], "ok": ok, "error": error, "duration_ms": 1.5,
+            "started_at": time.time(), "phases": {"connect_ms": 0.3}, "details": {"warnings": []},
+        }
+        result.update(extra)
+        await self.send({"type": "result", "result": result})
+
+    async def ack(self, timeout: float = 5.0) -> str:
+        """Wait for the next ack (other messages are an error)."""
+        message = await self.receive(timeout)
+        assert message["type"] == "ack", message
+        self.acks.append(message["id"])
+        return str(message["id"])
+
+    async def close(self) -> None:
+        if self._beater is not None:
+            self._beater.cancel()
+        if self.ws is not None and not self.ws.closed:
+            await self.ws.close()
+        if self._reader is not None:
+            await self._reader
+
+    def pending_instruction(self, trust: TrustStore) -> dict[str, Any] | None:
+        """An instruction already received (verified payload), else None; acks are collected."""
+        while not self.queue.empty():
+            message = self.queue.get_nowait()
+            if message is None:
+                self.queue.put_nowait(None)
+                return None
+            if message["type"] == "ack":
+                self.acks.append(message["id"])
+                continue
+            assert message["type"] == "instruction", message
+            _type, payload, _keyid = verify(message["envelope"], trust)
+            data: dict[str, Any] = json.loads(payload)
+            return data
+        return None
+
+    async def wait_closed(self, timeout: float = 5.0) -> int | None:
+        """Read until the server closes the socket; returns the close code."""
+        assert self.ws is not None
+        if self._reader is not None:
+            await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+            return self.ws.close_code
+        deadline = time.monotonic() + timeout
+        while not self.ws.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("socket still open")
+            msg = await self.ws.receive(timeout=remaining)
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                break
+        return self.ws.close_code
+
+
+async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
+    """Poll an (async or sync) predicate until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+async def first_instruction(
+    agents: list[FakeAgent], trust: TrustStore, timeout: float = 5.0
+) -> tuple[FakeAgent, dict[str, Any]]:
+    """The first instruction any of ``agents`` receives, and who received it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for agent in agents:
+            found = agent.pending_instruction(trust)
+            if found is not None:
+                return agent, found
+        await asyncio.sleep(0.02)
+    raise AssertionError("no instruction in time")

@@ -1,0 +1,116 @@
+"""Request validation helpers; every failure becomes a 422 naming the offending field."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+IMAGE_RE = re.compile(r"^[^\s@]{1,512}$")
+SCOPES = ("admin", "enroll", "read")
+
+
+class ApiError(Exception):
+    """An error answered as JSON ``{"error": message[, "field": field]}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+def invalid(field: str, message: str) -> ApiError:
+    """A 422 for ``field``."""
+    return ApiError(422, message, field)
+
+
+def check_name(value: Any, field: str) -> str:
+    """A checkpoint, instance or channel name: ``[a-z0-9][a-z0-9-]{0,62}``."""
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise invalid(field, f"{field} must match [a-z0-9][a-z0-9-]{{0,62}}")
+    return value
+
+
+def check_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise invalid("body", "the request body must be a JSON object")
+    return body
+
+
+def check_known_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    for key in sorted(body):
+        if key not in allowed:
+            raise invalid(key, f"unknown field {key!r}")
+
+
+def opt_str(body: dict[str, Any], field: str, *, default: str = "", max_len: int = 1000) -> str:
+    value = body.get(field, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise invalid(field, f"{field} must be a string")
+    if len(value) > max_len:
+        raise invalid(field, f"{field} is longer than {max_len} characters")
+    return value
+
+
+def req_str(body: dict[str, Any], field: str, *, max_len: int = 1000) -> str:
+    if field not in body:
+        raise invalid(field, f"{field} is required")
+    value = opt_str(body, field, max_len=max_len)
+    if not value.strip():
+        raise invalid(field, f"{field} must not be empty")
+    return value
+
+
+def opt_bool(body: dict[str, Any], field: str, default: bool = False) -> bool:
+    value = body.get(field, default)
+    if not isinstance(value, bool):
+        raise invalid(field, f"{field} must be true or false")
+    return value
+
+
+def number(
+    body: dict[str, Any], field: str, *, default: float, minimum: float, maximum: float
+) -> float:
+    """An optional number within ``[minimum, maximum]`` (booleans are not numbers)."""
+    value = body.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise invalid(field, f"{field} must be a number")
+    if not minimum <= value <= maximum:
+        raise invalid(field, f"{field} must be between {minimum:g} and {maximum:g}")
+    return float(value)
+
+
+def labels(body: dict[str, Any], field: str = "labels") -> dict[str, str]:
+    value = body.get(field, {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > 64:
+        raise invalid(field, f"{field} must be an object of at most 64 string values")
+    for key, item in value.items():
+        if not isinstance(item, str) or len(key) > 63 or len(item) > 255:
+            raise invalid(field, f"{field} must map short names to short strings")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def scopes(body: dict[str, Any], field: str = "scopes") -> list[str]:
+    value = body.get(field)
+    if not isinstance(value, list) or not value:
+        raise invalid(field, f"{field} must be a non-empty list of {', '.join(SCOPES)}")
+    out: list[str] = []
+    for item in value:
+        if item not in SCOPES:
+            raise invalid(field, f"unknown scope {item!r}; use {', '.join(SCOPES)}")
+        if item not in out:
+            out.append(item)
+    return sorted(out)

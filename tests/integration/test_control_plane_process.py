@@ -1,0 +1,178 @@
+"""``vantage control-plane serve`` as a real process with TLS (trustme), SIGTERM and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import trustme
+
+from vantage.control_plane.testing import Api, FakeAgent, Identity, eventually
+from vantage.protocol import TrustStore, key_id, load_private_key
+
+ROOT = Path(__file__).resolve().parents[2]
+VANTAGE = Path(sys.executable).with_name("vantage")
+TOKEN = "process-admin-token-0123456789abcdef"
+READY = re.compile(r"vantage control-plane listening on (https?://127\.0\.0\.1:(\d+))")
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Iterator[tuple[Path, Path, ssl.SSLContext]]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    chain, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(str(key))
+    cert.cert_chain_pems[0].write_to_path(str(chain))
+    for extra in cert.cert_chain_pems[1:]:
+        with chain.open("ab") as handle:
+            handle.write(extra.bytes())
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    yield chain, key, client
+
+
+class Served:
+    """One server process; its stderr goes to a file that the test reads."""
+
+    def __init__(self, tmp: Path, tls: tuple[Path, Path, ssl.SSLContext], port: int = 0) -> None:
+        self.tmp = tmp
+        self.log = tmp / f"server-{time.monotonic_ns()}.log"
+        (tmp / "token").write_text(TOKEN + "\n")
+        args = [
+            str(VANTAGE), "control-plane", "serve", "--listen", f"127.0.0.1:{port}",
+            "--db", f"sqlite:///{tmp / 'cp.db'}", "--signing-key", str(tmp / "keys" / "signing.pem"),
+            "--admin-token-file", str(tmp / "token"), "--tls-cert", str(tls[0]), "--tls-key", str(tls[1]),
+            "--heartbeat-interval", "1", "--unavailable-grace", "2", "--scheduler-tick", "0.2",
+        ]
+        self.handle = self.log.open("wb")
+        self.proc = subprocess.Popen(args, stderr=self.handle, stdout=subprocess.DEVNULL, cwd=ROOT)
+        self.url = self._wait_ready()
+
+    def _wait_ready(self) -> str:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            match = READY.search(self.log.read_text())
+            if match:
+                return match.group(1)
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}: {self.log.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError("server not ready: " + self.log.read_text())
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.handle.close()
+        return code
+
+
+async def test_tls_process_session_sigterm_and_restart(
+    tmp_path: Path, tls: tuple[Path, Path, ssl.SSLContext]
+) -> None:
+    served = Served(tmp_path, tls)
+    assert served.url.startswith("https://127.0.0.1:")
+    key_path = tmp_path / "keys" / "signing.pem"
+    assert (key_path.stat().st_mode & 0o777) == 0o600
+    signing_keyid = key_id(load_private_key(key_path))
+    port = int(served.url.rsplit(":", 1)[1])
+    connector = aiohttp.TCPConnector(ssl=tls[2])
+    async with aiohttp.ClientSession(connector=connector) as http:
+        try:
+            api = Api(http, served.url, token=TOKEN)
+            status = await api.ok("GET", "/api/v1/status")
+            assert status["status"] == "ok" and status["signing_keyid"] == signing_keyid
+            await api.ok("PUT", "/api/v1/checkpoints/site1", {"description": "lab"})
+            ident = Identity("site1", "a")
+            await api.ok("PUT", "/api/v1/checkpoints/site1/instances/a", {"public_key": ident.public_key})
+            trust = TrustStore.from_json(await api.ok("GET", "/api/v1/signing-keys"))
+            ws_url = served.url.replace("https", "wss", 1) + "/api/v1/agent/connect"
+            agent = FakeAgent(http, ws_url, ident, served.url)
+            await agent.connect(auto_heartbeat=True)
+            monitor = await api.ok("POST", "/api/v1/monitors",
+                                   {"name": "web", "checkpoint": "site1", "type": "tcp", "target": "127.0.0.1:9"})
+            instr = await agent.instruction(trust)
+            assert instr["iss"] == served.url and instr["aud"] == "site1/a"
+            await agent.result(instr, ok=True)
+            await eventually(lambda: _results(api, monitor["id"]))
+            # SIGTERM: graceful stop, the agent's socket is closed with "going away"
+            assert await asyncio.to_thread(served.stop) == 0
+            assert await agent.wait_closed() == 1001
+            log = served.log.read_text()
+            assert TOKEN not in log
+            assert "stopped" in log
+
+            served = Served(tmp_path, tls, port=port)
+            assert (await api.ok("GET", "/api/v1/status"))["signing_keyid"] == status["signing_keyid"]
+            assert len(await _results(api, monitor["id"])) == 1
+            again = FakeAgent(http, ws_url, ident, served.url)
+            await again.connect(auto_heartbeat=True)
+            health = await eventually(lambda: _active(api))
+            assert health["instances"][0]["host"]["hostname"] == "host-a"
+            await again.close()
+        finally:
+            served.stop()
+    assert TOKEN not in served.log.read_text()
+
+
+async def _results(api: Api, monitor_id: str) -> list[dict[str, object]]:
+    return list((await api.ok("GET", f"/api/v1/monitors/{monitor_id}/results"))["results"])
+
+
+async def _active(api: Api) -> dict[str, object] | None:
+    data = await api.ok("GET", "/api/v1/checkpoints/site1/health")
+    return data if data["state"] == "active" else None
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--listen", "nonsense"], "--listen must be HOST:PORT"),
+        (["--listen", "127.0.0.1:99999"], "port must be 0-65535"),
+        (["--admin-token-file", "/nonexistent/token"], "cannot read admin token file /nonexistent/token"),
+        (["--tls-cert", "/nonexistent/cert.pem"], "--tls-cert and --tls-key go together"),
+    ],
+)
+def test_bad_arguments_exit_nonzero(tmp_path: Path, extra: list[str], message: str) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+    args = [
+        str(VANTAGE), "control-plane", "serve", "--listen", "127.0.0.1:0", "--db", f"sqlite:///{tmp_path / 'cp.db'}",
+        "--signing-key", str(tmp_path / "signing.pem"), "--admin-token-file", str(tmp_path / "token"), *extra,
+    ]
+    env = {k: val for k, val in os.environ.items() if not k.startswith("VANTAGE_")}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=30, env=env, check=False)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert TOKEN not in done.stderr + done.stdout
+
+
+def test_listen_address_in_use(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "token").write_text(TOKEN)
+        done = subprocess.run(
+            [str(VANTAGE), "control-plane", "serve", "--listen", f"127.0.0.1:{port}",
+             "--db", f"sqlite:///{tmp_path / 'cp.db'}", "--signing-key", str(tmp_path / "signing.pem"),
+             "--admin-token-file", str(tmp_path / "token")],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr

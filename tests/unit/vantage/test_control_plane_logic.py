@@ -1,0 +1,257 @@
+"""Pure logic of the control plane: tokens, scopes, health/state, instance choice, results, alerts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+
+from vantage.control_plane.alerts import CHECKPOINT_UNAVAILABLE, MONITOR_DOWN, Alerts
+from vantage.control_plane.auth import (
+    TokenStore,
+    allows,
+    hash_token,
+    new_token,
+    read_token_file,
+)
+from vantage.control_plane.db import Checkpoint, Database, Instance
+from vantage.control_plane.health import LiveView, checkpoint_health, checkpoint_state, instance_healthy
+from vantage.control_plane.metrics import Metrics
+from vantage.control_plane.scheduler import IncomingResult, choose, parse_result, protect
+from vantage.control_plane.sessions import LiveSession, Registry, SessionError, TokenBucket, sanitize_health
+
+# --- tokens and scopes ----------------------------------------------------------------------
+
+
+def test_token_hash_and_entropy() -> None:
+    a, b = new_token(), new_token()
+    assert a != b and a.startswith("vt_") and len(a) >= 40
+    assert hash_token(a) == hash_token(a) and len(hash_token(a)) == 64 and a not in hash_token(a)
+
+
+@pytest.mark.parametrize(
+    ("scopes", "permission", "expected"),
+    [
+        ({"read"}, "read", True), ({"read"}, "enroll", False), ({"read"}, "admin", False),
+        ({"enroll"}, "read", True), ({"enroll"}, "enroll", True), ({"enroll"}, "admin", False),
+        ({"admin"}, "read", True), ({"admin"}, "enroll", True), ({"admin"}, "admin", True),
+        (set(), "read", False),
+    ],
+)
+def test_scope_rules(scopes: set[str], permission: str, expected: bool) -> None:
+    assert allows(frozenset(scopes), permission) is expected
+
+
+def test_read_token_file(tmp_path: Path) -> None:
+    good = tmp_path / "t"
+    good.write_text("  s3cret-token-of-enough-length\n")
+    assert read_token_file(str(good)) == "s3cret-token-of-enough-length"
+    short = tmp_path / "short"
+    short.write_text("abc")
+    with pytest.raises(ValueError, match="at least 16") as info:
+        read_token_file(str(short))
+    assert "abc" not in str(info.value)
+    with pytest.raises(ValueError, match="cannot read"):
+        read_token_file(str(tmp_path / "missing"))
+
+
+def test_bootstrap_token_replaced_when_file_changes(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.create_schema()
+    store = TokenStore(db)
+    store.install_bootstrap("first-admin-token-123456")
+    store.install_bootstrap("first-admin-token-123456")
+    assert [t.name for t in store.list()] == ["bootstrap-admin"]
+    assert store.authenticate("first-admin-token-123456") is not None
+    store.install_bootstrap("second-admin-token-123456")
+    assert store.authenticate("first-admin-token-123456") is None
+    principal = store.authenticate("second-admin-token-123456")
+    assert principal is not None and principal.scopes == frozenset({"admin"})
+    row, secret = store.create("reader", ["read"])
+    assert store.authenticate(secret) is not None and row.token_hash == hash_token(secret)
+    with db.session() as session:
+        stored = [r[0] for r in session.execute(__import__("sqlalchemy").text("select token_hash from api_tokens"))]
+    assert secret not in stored and "second-admin-token-123456" not in stored
+
+
+# --- health and states -------------------------------------------------------------------------------
+
+
+def _cp(admin_state: str = "active", reason: str | None = None) -> Checkpoint:
+    return Checkpoint(name="cp", description="", labels_json="{}", admin_state=admin_state,
+                      disabled_reason=reason, created_at=0.0, updated_at=0.0)
+
+
+def _inst(name: str, last_heartbeat: float | None = None, health: str | None = None) -> Instance:
+    return Instance(checkpoint="cp", name=name, public_key="k", keyid="0" * 16, enrolled_at=0.0, updated_at=0.0,
+                    last_heartbeat=last_heartbeat, health_json=health, seq=0)
+
+
+HEALTHY = LiveView({"healthy": True})
+SICK = LiveView({"healthy": False, "reasons": ["disk full"]})
+FRESH = LiveView(None)
+
+
+@pytest.mark.parametrize(
+    ("admin", "lives", "state"),
+    [
+        ("active", [HEALTHY, None], "active"),
+        ("active", [FRESH], "active"),
+        ("active", [SICK, SICK], "maintenance"),
+        ("active", [SICK, HEALTHY], "active"),
+        ("active", [None, None], "unavailable"),
+        ("active", [], "unavailable"),
+        ("disabled", [HEALTHY], "disabled"),
+    ],
+)
+def test_checkpoint_state(admin: str, lives: list[LiveView | None], state: str) -> None:
+    assert checkpoint_state(_cp(admin), lives) == state
+
+
+def test_instance_healthy() -> None:
+    assert instance_healthy(HEALTHY) and instance_healthy(FRESH)
+    assert not instance_healthy(SICK) and not instance_healthy(None)
+
+
+def test_health_reasons() -> None:
+    insts = [_inst("a", 958.0, '{"healthy": false, "reasons": ["disk full"], "version": "0.1.0"}'), _inst("b", 958.0)]
+    report = checkpoint_health(_cp(), insts, {"a": SICK}, t=1000.0)
+    assert report["state"] == "maintenance" and report["healthy"] is False
+    assert report["reasons"] == ["instance a: disk full", "instance b is not connected (last heartbeat 42 s ago)"]
+    assert report["instances"][0]["version"] == "0.1.0" and report["instances"][0]["connected"] is True
+    ok = checkpoint_health(_cp(), insts, {"a": HEALTHY, "b": HEALTHY}, t=1000.0)
+    assert ok["state"] == "active" and ok["healthy"] is True and ok["reasons"] == []
+    degraded = checkpoint_health(_cp(), insts, {"a": HEALTHY}, t=1000.0)
+    assert degraded["state"] == "active" and degraded["healthy"] is False
+
+
+# --- instance choice ------------------------------------------------------------------------------------
+
+
+def _session(name: str, healthy: bool = True, pending: int = 0) -> LiveSession:
+    s = LiveSession(checkpoint="cp", instance=name, ws=MagicMock(), control_plane="http://x:80", peer="p")
+    s.health = {"healthy": healthy}
+    s.pending = pending
+    return s
+
+
+def test_choose_avoids_last_instance_when_possible() -> None:
+    a, b = _session("a"), _session("b")
+    for _ in range(20):
+        assert choose([a, b], avoid="a") is b
+    assert choose([a], avoid="a") is a
+    assert choose([], avoid=None) is None
+
+
+def test_choose_prefers_healthy_and_least_busy() -> None:
+    a, b, c = _session("a", healthy=False), _session("b", pending=2), _session("c", pending=0)
+    for _ in range(20):
+        assert choose([a, b, c], avoid=None) is c
+    assert choose([a], avoid=None) is a  # only an unhealthy one: still better than nothing
+
+
+def test_retry_goes_to_another_instance_even_if_unhealthy() -> None:
+    a, b = _session("a"), _session("b", healthy=False)
+    for _ in range(20):
+        assert choose([a, b], avoid="a", strict=True) is b
+    assert choose([a], avoid="a", strict=True) is a
+    closed = _session("b")
+    closed.closed = True
+    assert choose([a, closed], avoid="a", strict=True) is a
+
+
+# --- results and heartbeats -----------------------------------------------------------------------------
+
+
+def test_parse_result_accepts_protocol_shape() -> None:
+    r = parse_result({"id": "c1", "check_id": "c1", "monitor_id": "m", "attempt": 1, "ok": True, "error": None,
+                      "duration_ms": 12.5, "started_at": 1700000000.123, "phases": {"dns_ms": 0.4},
+                      "details": {"status_code": 200}})
+    assert r.ok is True and r.duration_ms == 12.5 and r.phases == {"dns_ms": 0.4}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"ok": True}, {"id": "", "ok": True}, {"id": "x" * 200, "ok": True}, {"id": "a", "ok": "yes"},
+     {"id": "a", "ok": True, "duration_ms": "fast"}, {"id": "a", "ok": True, "details": []},
+     {"id": "a", "ok": True, "started_at": True}],
+)
+def test_parse_result_rejects_malformed(bad: dict[str, Any]) -> None:
+    with pytest.raises(SessionError) as info:
+        parse_result(bad)
+    assert info.value.reason == "malformed_result"
+
+
+def test_parse_result_bounds_large_details() -> None:
+    r = parse_result({"id": "a", "ok": True, "details": {"x": "y" * 300_000}, "error": "e" * 10_000})
+    assert r.details == {"truncated": True} and r.error is not None and len(r.error) == 4000
+
+
+def test_protect_strips_per_reported_switches() -> None:
+    incoming = IncomingResult(id="a", check_id="a", ok=False, error="refused by 192.0.2.7", duration_ms=None,
+                              started_at=None, phases={}, details={"headers": {"a": "b"}, "body_excerpt": "x",
+                                                                   "status_code": 500})
+    same, changed = protect(incoming, {})
+    assert same is incoming and not changed
+    cleaned, changed = protect(incoming, {"strip_headers": True, "strip_ips": True})
+    assert changed and cleaned.details == {"body_excerpt": "x", "status_code": 500}
+    assert cleaned.error is not None and "192.0.2.7" not in cleaned.error
+
+
+def test_sanitize_health_keeps_documented_fields_only() -> None:
+    health = sanitize_health({
+        "version": "0.1.0", "healthy": True, "reasons": ["a", 5], "secret": "x",
+        "host": {"hostname": "h", "cpu_count": 4, "evil": "x", "dns_servers": ["10.0.0.1", 3]},
+        "data_protection": {"strip_ips": True, "strip_content": "yes"},
+    })
+    assert "secret" not in health and "evil" not in health["host"]
+    assert health["reasons"] == ["a"] and health["host"]["dns_servers"] == ["10.0.0.1"]
+    assert health["data_protection"] == {"strip_content": False, "strip_headers": False, "strip_ips": True}
+    assert sanitize_health({"healthy": "true"})["healthy"] is False
+    with pytest.raises(SessionError):
+        sanitize_health("nope")
+
+
+def test_token_bucket_limits_bursts() -> None:
+    bucket = TokenBucket(rate=0.0, burst=3)
+    assert [bucket.take() for _ in range(5)] == [True, True, True, False, False]
+
+
+def test_registry_one_session_per_instance() -> None:
+    reg = Registry(started_at=100.0)
+    assert reg.none_connected_since("cp") == 100.0
+    a1, a2 = _session("a"), _session("a")
+    assert reg.add(a1) is None
+    assert reg.add(a2) is a1
+    assert reg.remove(a1) is False  # replaced: removing the old one changes nothing
+    assert reg.get("cp", "a") is a2 and len(reg) == 1
+    assert reg.remove(a2) is True and reg.none_connected_since("cp") > 100.0
+
+
+# --- alerts ------------------------------------------------------------------------------------------------
+
+
+async def test_alerts_open_once_and_close(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.create_schema()
+    metrics = Metrics()
+    alerts = Alerts(db, metrics)
+    await alerts.start()
+    first = alerts.open(MONITOR_DOWN, "m1", "down")
+    assert first is not None
+    assert alerts.open(MONITOR_DOWN, "m1", "still down") is None
+    assert alerts.open(CHECKPOINT_UNAVAILABLE, "m1", "other kind") is not None
+    assert alerts.is_open(MONITOR_DOWN, "m1")
+    assert metrics.open_alerts.labels(kind=MONITOR_DOWN)._value.get() == 1
+    closed = alerts.close_alert(MONITOR_DOWN, "m1")
+    assert closed is not None and closed.closed_at is not None
+    assert alerts.close_alert(MONITOR_DOWN, "m1") is None
+    reopened = alerts.open(MONITOR_DOWN, "m1", "down again")
+    assert reopened is not None and reopened.id != first.id
+    assert [a.kind for a in alerts.list(open_only=True, limit=10)] == [MONITOR_DOWN, CHECKPOINT_UNAVAILABLE]
+    assert [a.message for a in alerts.list(open_only=False, limit=10)] == ["down"]
+    await alerts.close()
+    await asyncio.sleep(0)
