@@ -1,0 +1,709 @@
+"""The agent proper: the outbound websocket session with the control plane (docs/protocol.md).
+
+One :class:`Agent` runs for the life of the process:
+
+* it connects to ``<control plane>/api/v1/agent/connect``, answers the challenge with a hello
+  signed by the instance identity key and waits for ``welcome``;
+* while connected it sends heartbeats, delivers results from the outbox and handles frames;
+  websocket pings with a timeout notice a control plane that vanished without closing;
+* every instruction is verified (:class:`~vantage.protocol.InstructionVerifier`) before anything
+  is done with it; a failure is answered with ``rejected`` and logged, never executed;
+* when the session ends it reconnects after a jittered exponential back-off.  Checks keep
+  running while disconnected; their results wait in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vantage import __version__
+from vantage.agent.backoff import Backoff
+from vantage.agent.config import AgentConfig
+from vantage.agent.health import CONNECTED, CONNECTING, DISCONNECTED, STOPPED, Status
+from vantage.agent.hostinfo import host_facts
+from vantage.agent.outbox import Outbox
+from vantage.agent.runner import BadInstructionBody, CheckRunner
+from vantage.agent.transport import proxy_for, tls_context
+
+if TYPE_CHECKING:
+    import aiohttp
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from vantage.protocol import Instruction, InstructionVerifier, TrustStore
+
+log = logging.getLogger("vantage.agent")
+
+TRUST_FILE = "trusted_keys.json"
+REPLAY_FILE = "replay_cache"
+OUTBOX_DIR = "outbox"
+
+_CHALLENGE_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class Timing:
+    """Timing knobs of the session (defaults suit production; tests shorten them)."""
+
+    #: connect + upgrade, and each handshake message, must complete within this many seconds
+    handshake_timeout: float = 15.0
+    #: used until the control plane's welcome says otherwise
+    default_heartbeat_interval: float = 15.0
+    #: seconds to wait for a pong, as a multiple of the heartbeat interval
+    pong_timeout_factor: float = 1.0
+    #: a result unacknowledged this long is sent again on the same session
+    ack_timeout: float = 60.0
+    #: results in flight (sent, not yet acknowledged) at most
+    send_window: int = 64
+    #: result sends per second at most (the control plane rate-limits sessions)
+    send_rate: float = 50.0
+    #: a session that lasted this long resets the back-off
+    stable_after: float = 10.0
+    #: on shutdown, time given to running checks and to delivering their results
+    stop_grace: float = 5.0
+    #: clock difference with the control plane beyond which the agent reports itself unhealthy
+    max_clock_skew: float = 30.0
+
+
+class SessionEnded(Exception):
+    """The session ended; the message says why (for the log and the status file)."""
+
+
+class SessionRefused(SessionEnded):
+    """The control plane refused the hello (``{"type": "error"}``)."""
+
+
+class Agent:
+    """A checkpoint instance's agent; create it with :meth:`from_config`, then ``await run()``."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        identity_key: Ed25519PrivateKey,
+        verifier: InstructionVerifier,
+        runner: CheckRunner,
+        outbox: Outbox,
+        protection: dict[str, bool],
+        timing: Timing | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.config = config
+        self.identity_key = identity_key
+        self.verifier = verifier
+        self.runner = runner
+        self.outbox = outbox
+        self.protection = protection
+        self.timing = timing or Timing()
+        self.backoff = backoff or Backoff()
+        self.status = Status(version=__version__)
+        self.heartbeat_interval = self.timing.default_heartbeat_interval
+        self.clock_offset = 0.0
+        self._host: dict[str, Any] | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._send_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._checks: set[asyncio.Task[None]] = set()
+        self._last_rx = 0.0
+        self._started = time.monotonic()
+        self._state_dir_writable = True
+        #: instructions executed, by kind, and rejections, by reason (for tests and logs)
+        self.executed: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, **kwargs: Any) -> Agent:
+        """Load keys, trust store, replay cache and outbox from the configuration.
+
+        Raises :class:`~vantage.agent.config.ConfigError` naming the variable whose file is bad.
+        """
+        from vantage.agent.config import ConfigError
+        from vantage.checks import CheckOptions, DataProtection
+        from vantage.protocol import InstructionVerifier, ReplayCache, load_private_key
+
+        state_dir = config.state_dir
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = state_dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                "VANTAGE_STATE_DIR", f"{state_dir} is not a writable directory: {exc}"
+            ) from None
+        try:
+            identity_key = load_private_key(config.identity_key)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("VANTAGE_IDENTITY_KEY", f"cannot load {config.identity_key}: {exc}") from None
+        trust = load_trust(config.trusted_keys, state_dir / TRUST_FILE)
+        if config.ca_bundle is not None:
+            try:
+                tls_context(config.ca_bundle)
+            except (OSError, ValueError) as exc:
+                raise ConfigError("VANTAGE_CA_BUNDLE", f"cannot load {config.ca_bundle}: {exc}") from None
+        replay = ReplayCache(state_dir / REPLAY_FILE, fsync=True)
+        verifier = InstructionVerifier(trust, config.audience, replay)
+        protection = DataProtection(
+            strip_content=config.strip_content, strip_headers=config.strip_headers, strip_ips=config.strip_ips
+        )
+        import ipaddress
+
+        options = CheckOptions(
+            allow_networks=tuple(ipaddress.ip_network(net) for net in config.allow_networks),
+            ca_bundle=None if config.ca_bundle is None else str(config.ca_bundle),
+        )
+        runner = CheckRunner(options, protection, config.max_concurrency)
+        outbox = Outbox(
+            state_dir / OUTBOX_DIR, max_results=config.outbox_max_results, max_bytes=config.outbox_max_bytes
+        )
+        return cls(
+            config,
+            identity_key=identity_key,
+            verifier=verifier,
+            runner=runner,
+            outbox=outbox,
+            protection=dict(protection.as_dict()),
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ life cycle
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (signal handlers call this)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect, until :meth:`stop`."""
+        import aiohttp
+
+        log.info(
+            "agent %s starting (vantage %s), control plane %s, data protection %s",
+            self.config.audience,
+            __version__,
+            self.config.control_plane_url,
+            self.protection,
+        )
+        self._write_status(CONNECTING)
+        ssl_context = (
+            tls_context(self.config.ca_bundle) if self.config.connect_url.startswith("wss:") else None
+        )
+        proxy = proxy_for(self.config.control_plane_url)
+        if proxy:
+            log.info("connecting through proxy %s", _redact(proxy))
+        try:
+            while not self._stop.is_set():
+                welcomed_at: float | None = None
+                error = "session ended"
+                try:
+                    welcomed_at = await self._session_unless_stopped(ssl_context, proxy)
+                except SessionRefused as exc:
+                    error = str(exc)
+                    log.error("control plane refused this instance: %s", exc)
+                except SessionEnded as exc:
+                    error = str(exc)
+                    welcomed_at = getattr(exc, "welcomed_at", None)
+                    log.warning("session ended: %s", exc)
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                    error = _describe(exc)
+                    log.warning("cannot reach the control plane: %s", error)
+                finally:
+                    self._ws = None
+                if self._stop.is_set():
+                    break
+                if welcomed_at is not None and time.monotonic() - welcomed_at >= self.timing.stable_after:
+                    self.backoff.reset()
+                delay = self.backoff.next_delay()
+                self.status.last_error = error
+                self._write_status(DISCONNECTED)
+                log.info("reconnecting in %.1fs", delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+        finally:
+            await self._finish_checks()
+            self._write_status(STOPPED)
+            self.verifier.replay.close()
+            log.info("agent stopped; %d result(s) left in the outbox", len(self.outbox))
+
+    async def _session_unless_stopped(self, ssl_context: Any, proxy: str | None) -> float | None:
+        """Run one session; a stop request abandons it while it is still connecting.
+
+        Once welcomed, the session handles a stop itself (it lets running checks deliver their
+        results first), so it is awaited to its end.
+        """
+        session = asyncio.create_task(self._session(ssl_context, proxy), name="session")
+        stop = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        abandoned = False
+        try:
+            await asyncio.wait({session, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not session.done() and self._ws is None:
+                abandoned = True
+                session.cancel()
+            return await session
+        except asyncio.CancelledError:
+            if abandoned and self._stop.is_set():
+                return None
+            raise
+        finally:
+            stop.cancel()
+            if not session.done():
+                session.cancel()
+
+    async def _finish_checks(self) -> None:
+        """Give running checks a moment to land in the outbox, then cancel the rest."""
+        if not self._checks:
+            return
+        _, pending = await asyncio.wait(set(self._checks), timeout=self.timing.stop_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("cancelled %d check(s) still running at shutdown", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # ------------------------------------------------------------------ one session
+
+    async def _session(self, ssl_context: Any, proxy: str | None) -> float | None:
+        """One connection: handshake, then serve until it ends; return when it was welcomed."""
+        import aiohttp
+
+        self._write_status(CONNECTING)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timing.handshake_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            ws = await asyncio.wait_for(
+                http.ws_connect(
+                    self.config.connect_url,
+                    autoping=False,  # pings and pongs are handled here (see _watchdog)
+                    proxy=proxy,
+                    ssl=ssl_context if ssl_context is not None else True,
+                    max_msg_size=4 * 1024 * 1024,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+                ),
+                self.timing.handshake_timeout,
+            )
+            try:
+                await self._handshake(ws)
+                welcomed_at = time.monotonic()
+                self._ws = ws
+                self.status.connected_since = time.time()
+                self.status.heartbeat_interval = self.heartbeat_interval
+                self.status.last_error = None
+                self._write_status(CONNECTED)
+                log.info("connected to %s as %s", self.config.control_plane_url, self.config.audience)
+                try:
+                    await self._serve(ws)
+                except SessionEnded as exc:
+                    # Keep the fact that it had been welcomed for the back-off decision.
+                    raise _WelcomedSessionEnded(str(exc), welcomed_at) from None
+                return welcomed_at
+            finally:
+                self._ws = None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(code=1001 if self._stop.is_set() else 1000), 3)
+
+    async def _receive_json(self, ws: aiohttp.ClientWebSocketResponse, timeout: float) -> dict[str, Any]:
+        """The next JSON text message (answering pings on the way), within ``timeout``."""
+        import aiohttp
+
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SessionEnded("control plane did not answer the handshake in time")
+            try:
+                msg = await ws.receive(timeout=remaining)
+            except TimeoutError:
+                raise SessionEnded("control plane did not answer the handshake in time") from None
+            self._last_rx = time.monotonic()
+            if msg.type == aiohttp.WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
+            if msg.type == aiohttp.WSMsgType.PONG:
+                continue
+            return self._decode(msg)
+
+    def _decode(self, msg: aiohttp.WSMessage) -> dict[str, Any]:
+        import aiohttp
+
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            raise SessionEnded("connection closed by the control plane")
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            raise SessionEnded(f"connection error: {_describe(msg.data)}")
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise SessionEnded(f"protocol error: unexpected {msg.type.name} frame")
+        try:
+            data = json.loads(msg.data)
+        except ValueError:
+            raise SessionEnded("protocol error: a frame is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            raise SessionEnded("protocol error: a frame is not an object with a type")
+        return data
+
+    async def _handshake(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        from vantage.protocol import make_hello
+
+        timeout = self.timing.handshake_timeout
+        challenge_msg = await self._receive_json(ws, timeout)
+        if challenge_msg["type"] == "error":
+            raise SessionRefused(str(challenge_msg.get("error")))
+        challenge = challenge_msg.get("challenge")
+        if (
+            challenge_msg["type"] != "challenge"
+            or not isinstance(challenge, str)
+            or not _CHALLENGE_RE.match(challenge)
+        ):
+            raise SessionEnded("protocol error: expected a challenge of 64 hex digits")
+        envelope = make_hello(
+            self.identity_key,
+            challenge=challenge,
+            checkpoint=self.config.checkpoint,
+            instance=self.config.instance,
+            control_plane=self.config.control_plane_url,
+        )
+        await ws.send_str(json.dumps({"type": "hello", "envelope": envelope}))
+        answer = await self._receive_json(ws, timeout)
+        if answer["type"] == "error":
+            raise SessionRefused(str(answer.get("error")))
+        if answer["type"] != "welcome":
+            raise SessionEnded(f"protocol error: expected welcome, got {answer['type'][:40]!r}")
+        interval = answer.get("heartbeat_interval")
+        if isinstance(interval, int | float) and not isinstance(interval, bool) and 0.1 <= interval <= 3600:
+            self.heartbeat_interval = float(interval)
+        else:
+            log.warning("welcome without a usable heartbeat_interval; using %ss", self.heartbeat_interval)
+        server_time = answer.get("server_time")
+        if isinstance(server_time, int | float) and not isinstance(server_time, bool):
+            self.clock_offset = float(server_time) - time.time()
+            if abs(self.clock_offset) > self.timing.max_clock_skew:
+                log.error(
+                    "this host's clock is %.0fs off the control plane's; instructions will be "
+                    "refused as expired or not yet valid until the clock is fixed (NTP)",
+                    -self.clock_offset,
+                )
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Run the session's tasks until one ends; raise :class:`SessionEnded` with the reason."""
+        tasks = [
+            asyncio.create_task(self._receiver(ws), name="receiver"),
+            asyncio.create_task(self._heartbeats(), name="heartbeats"),
+            asyncio.create_task(self._sender(), name="sender"),
+            asyncio.create_task(self._watchdog(ws), name="watchdog"),
+            asyncio.create_task(self._stop_requested(), name="stop"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                if isinstance(exc, SessionEnded):
+                    raise exc
+                raise SessionEnded(_describe(exc)) from exc
+        if not self._stop.is_set():
+            raise SessionEnded("session ended")
+
+    async def _stop_requested(self) -> None:
+        await self._stop.wait()
+        # Let running checks finish and their results be acknowledged before leaving.
+        deadline = time.monotonic() + self.timing.stop_grace
+        if self._checks:
+            await asyncio.wait(set(self._checks), timeout=self.timing.stop_grace)
+        while len(self.outbox) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    # ------------------------------------------------------------------ session tasks
+
+    async def _receiver(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        import aiohttp
+
+        while True:
+            msg = await ws.receive()
+            self._last_rx = time.monotonic()
+            if msg.type == aiohttp.WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
+            if msg.type == aiohttp.WSMsgType.PONG:
+                continue
+            frame = self._decode(msg)
+            kind = frame["type"]
+            if kind == "instruction":
+                await self._on_instruction(frame.get("envelope"))
+            elif kind == "ack":
+                result_id = frame.get("id")
+                if isinstance(result_id, str) and self.outbox.ack(result_id):
+                    log.debug("result %s acknowledged", result_id)
+            elif kind == "error":
+                raise SessionRefused(str(frame.get("error"))[:200])
+            else:
+                log.warning("ignoring a %r frame from the control plane", kind[:40])
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await self._send_heartbeat()
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def _watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Ping when the line has been quiet; end the session when no pong comes back in time."""
+        interval = self.heartbeat_interval
+        timeout = interval * self.timing.pong_timeout_factor
+        while True:
+            await asyncio.sleep(max(0.05, self._last_rx + interval - time.monotonic()))
+            if time.monotonic() - self._last_rx < interval:
+                continue
+            pinged_at = time.monotonic()
+            await ws.ping()
+            await asyncio.sleep(timeout)
+            if self._last_rx < pinged_at:
+                raise SessionEnded(f"control plane unresponsive: no pong within {timeout:.1f}s")
+
+    async def _sender(self) -> None:
+        """Deliver outbox results: each once per session, again if unacknowledged too long."""
+        sent: dict[str, float] = {}
+        tokens = self.timing.send_rate
+        last_fill = time.monotonic()
+        while True:
+            self.outbox.changed.clear()
+            now = time.monotonic()
+            for result_id in list(sent):
+                if result_id not in self.outbox:
+                    del sent[result_id]
+            for result_id in self.outbox.ids():
+                in_flight = sum(1 for at in sent.values() if now - at < self.timing.ack_timeout)
+                if in_flight >= self.timing.send_window:
+                    break
+                at = sent.get(result_id)
+                if at is not None and now - at < self.timing.ack_timeout:
+                    continue
+                result = self.outbox.get(result_id)
+                if result is None:
+                    continue
+                now = time.monotonic()
+                tokens = min(self.timing.send_rate, tokens + (now - last_fill) * self.timing.send_rate)
+                last_fill = now
+                if tokens < 1:
+                    await asyncio.sleep((1 - tokens) / self.timing.send_rate)
+                    tokens, last_fill = 1.0, time.monotonic()
+                tokens -= 1
+                if at is not None:
+                    log.info("result %s not acknowledged; sending it again", result_id)
+                await self._send({"type": "result", "result": result})
+                sent[result_id] = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox.changed.wait(), self.timing.ack_timeout / 4)
+
+    # ------------------------------------------------------------------ instructions
+
+    async def _on_instruction(self, envelope: Any) -> None:
+        from vantage.protocol import VerificationError, apply_rotation
+
+        try:
+            instruction = self.verifier.verify(envelope if isinstance(envelope, dict) else {})
+        except VerificationError as exc:
+            self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
+            log.warning("rejected an instruction: %s", exc)
+            nonce = _nonce_of(envelope) if exc.reason not in _UNAUTHENTICATED_REASONS else None
+            await self._send({"type": "rejected", "nonce": nonce, "reason": exc.reason})
+            return
+        self.executed[instruction.kind] = self.executed.get(instruction.kind, 0) + 1
+        log.debug("instruction %s seq %d (%s) verified", instruction.kind, instruction.seq, instruction.nonce)
+        if instruction.kind == "run_check":
+            if self._stop.is_set():
+                # Shutting down: the control plane will count it as missing and retry elsewhere.
+                await self._send({"type": "rejected", "nonce": instruction.nonce, "reason": "shutting_down"})
+                return
+            self._spawn(self._run_check(instruction))
+        elif instruction.kind == "ping":
+            await self._send_heartbeat()
+        elif instruction.kind == "rotate_key":
+            try:
+                rotated = apply_rotation(self.verifier.trust, instruction)
+            except VerificationError as exc:
+                log.warning("rejected a key rotation: %s", exc)
+                await self._send({"type": "rejected", "nonce": instruction.nonce, "reason": exc.reason})
+                return
+            self.verifier.trust = rotated
+            try:
+                rotated.save(self.config.state_dir / TRUST_FILE)
+            except OSError as exc:
+                log.error("cannot persist the rotated trust store: %s", exc)
+            log.info("signing key rotation applied: now trusting %s", ", ".join(rotated.active_keyids()))
+        else:
+            log.info("instruction %s acknowledged and ignored (reserved in protocol v1)", instruction.kind)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._checks.add(task)
+        task.add_done_callback(self._check_done)
+
+    def _check_done(self, task: asyncio.Task[None]) -> None:
+        self._checks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a check task failed", exc_info=task.exception())
+
+    async def _run_check(self, instruction: Instruction) -> None:
+        try:
+            result = await self.runner.run(instruction.body)
+        except BadInstructionBody as exc:
+            log.warning("run_check %s has a malformed body: %s", instruction.nonce, exc)
+            await self._send_if_connected(
+                {"type": "rejected", "nonce": instruction.nonce, "reason": "invalid_check"}
+            )
+            return
+        log.info(
+            "check %s (monitor %s, attempt %s): %s in %.0f ms%s",
+            result["id"],
+            result.get("monitor_id"),
+            result.get("attempt"),
+            "ok" if result.get("ok") else "FAILED",
+            float(result.get("duration_ms") or 0),
+            f" ({result.get('error')})" if result.get("error") else "",
+        )
+        try:
+            self.outbox.add(result)
+        except OSError as exc:
+            self._state_dir_writable = False
+            log.error("cannot store result %s in the outbox: %s; sending it unbuffered", result["id"], exc)
+            await self._send_if_connected({"type": "result", "result": result})
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise SessionEnded("connection lost")
+        data = json.dumps(message, separators=(",", ":"))
+        async with self._send_lock:
+            await ws.send_str(data)
+
+    async def _send_if_connected(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(SessionEnded, ConnectionError, RuntimeError):
+            await self._send(message)
+
+    async def _send_heartbeat(self) -> None:
+        await self._send({"type": "heartbeat", "health": self.health()})
+        self.status.last_heartbeat_at = time.time()
+        self._write_status(CONNECTED)
+
+    # ------------------------------------------------------------------ health
+
+    def self_check(self) -> tuple[list[str], list[str]]:
+        """``(failures, warnings)`` of the self-checks.
+
+        Failures make the instance unhealthy, so the control plane stops sending it checks:
+        a clock too far off (its instructions would be refused as expired), a state directory
+        it cannot write (no outbox, no replay cache), no signing key trusted any more.
+        Warnings are reported but keep it in service: load (checks queueing for a slot) and an
+        outbox nearly full (results not being acknowledged).
+        """
+        failures, warnings = [], []
+        if abs(self.clock_offset) > self.timing.max_clock_skew:
+            failures.append(f"clock_skew: {-self.clock_offset:+.0f}s from the control plane")
+        if not self._state_dir_writable:
+            failures.append("state_dir_not_writable")
+        now = time.time()
+        if not any(key.is_trusted(now) for key in self.verifier.trust.keys):
+            failures.append("no_trusted_signing_key")
+        if (
+            len(self.outbox) >= 0.9 * self.outbox.max_results
+            or self.outbox.size_bytes >= 0.9 * self.outbox.max_bytes
+        ):
+            warnings.append("outbox_nearly_full")
+        if self.runner.saturated:
+            warnings.append("check_concurrency_saturated")
+        return failures, warnings
+
+    def health(self) -> dict[str, Any]:
+        """The heartbeat's ``health`` object."""
+        if self._host is None:
+            self._host = host_facts()
+        failures, warnings = self.self_check()
+        return {
+            "version": __version__,
+            "image_digest": self.config.image_digest,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "healthy": not failures,
+            "reasons": failures + warnings,
+            "host": self._host,
+            "data_protection": dict(self.protection),
+        }
+
+    def _write_status(self, state: str) -> None:
+        self.status.state = state
+        if state != CONNECTED:
+            self.status.connected_since = None
+        self.status.outbox_pending = len(self.outbox)
+        self.status.outbox_dropped = self.outbox.dropped_total
+        failures, warnings = self.self_check()
+        self.status.reasons = failures + warnings
+        self.status.healthy = not failures
+        try:
+            self.status.write(self.config.state_dir)
+            self._state_dir_writable = True
+        except OSError as exc:
+            if self._state_dir_writable:
+                log.error("cannot write the status file: %s", exc)
+            self._state_dir_writable = False
+
+
+class _WelcomedSessionEnded(SessionEnded):
+    def __init__(self, message: str, welcomed_at: float) -> None:
+        super().__init__(message)
+        self.welcomed_at = welcomed_at
+
+
+def load_trust(mounted: Path, persisted: Path) -> TrustStore:
+    """The mounted trusted-keys file merged with the store rotations persisted in the state dir."""
+    from vantage.agent.config import ConfigError
+    from vantage.protocol import TrustStore
+
+    try:
+        trust = TrustStore.load(mounted)
+    except ValueError as exc:
+        raise ConfigError("VANTAGE_TRUSTED_KEYS", str(exc)) from None
+    if persisted.exists():
+        try:
+            trust = trust.merge(TrustStore.load(persisted))
+        except ValueError as exc:
+            log.error("ignoring the persisted trust store: %s", exc)
+    if not len(trust):
+        raise ConfigError("VANTAGE_TRUSTED_KEYS", f"{mounted} holds no keys")
+    return trust
+
+
+#: Rejections decided before the signature was verified: the payload must not be read then.
+_UNAUTHENTICATED_REASONS = frozenset(
+    {"malformed_envelope", "payload_too_large", "unknown_key", "bad_signature", "malformed_payload"}
+)
+_NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _nonce_of(envelope: Any) -> str | None:
+    """The nonce of an instruction whose signature verified but which was refused later."""
+    import base64
+
+    try:
+        payload = json.loads(base64.b64decode(envelope["payload"], validate=True))
+        nonce = payload["nonce"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return nonce if isinstance(nonce, str) and _NONCE_RE.match(nonce) else None
+
+
+def _describe(exc: BaseException | Any) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)

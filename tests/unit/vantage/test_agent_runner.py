@@ -1,0 +1,116 @@
+"""The check runner: result shape, bad specs, crashes, timeouts, the concurrency bound."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import vantage.checks
+from vantage.agent import runner as runner_module
+from vantage.agent.runner import BadInstructionBody, CheckRunner
+from vantage.checks import CheckOptions, CheckResult, DataProtection
+
+
+def body(check_id: str = "c1", **spec: Any) -> dict[str, Any]:
+    check = {"type": "tcp", "target": "127.0.0.1:9", "timeout_s": 1, **spec}
+    return {"check_id": check_id, "monitor_id": "m1", "attempt": 2, "check": check}
+
+
+@pytest.fixture
+def fake_checks(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Replace run_check; ``state`` controls its behaviour and records concurrency."""
+    state: dict[str, Any] = {"delay": 0.0, "raise": None, "running": 0, "peak": 0, "calls": 0}
+
+    async def fake_run_check(spec: dict[str, Any], options: CheckOptions) -> CheckResult:
+        state["calls"] += 1
+        state["running"] += 1
+        state["peak"] = max(state["peak"], state["running"])
+        try:
+            await asyncio.sleep(state["delay"])
+            if state["raise"] is not None:
+                raise state["raise"]
+            details = {"body_excerpt": "secret", "headers": {"x": "y"}, "peer_ip": "10.1.2.3"}
+            return CheckResult(True, None, 1.5, 1700000000.0, {"connect_ms": 0.5}, details)
+        finally:
+            state["running"] -= 1
+
+    monkeypatch.setattr(vantage.checks, "run_check", fake_run_check)
+    return state
+
+
+async def test_result_shape(fake_checks: dict[str, Any]) -> None:
+    result = await CheckRunner(CheckOptions(), DataProtection()).run(body())
+    assert result["id"] == result["check_id"] == "c1"
+    assert (result["monitor_id"], result["attempt"], result["ok"]) == ("m1", 2, True)
+    assert result["phases"] == {"connect_ms": 0.5} and result["details"]["body_excerpt"] == "secret"
+
+
+async def test_data_protection_is_applied(fake_checks: dict[str, Any]) -> None:
+    protection = DataProtection(strip_content=True, strip_headers=True, strip_ips=True)
+    result = await CheckRunner(CheckOptions(), protection).run(body())
+    assert "body_excerpt" not in result["details"] and "headers" not in result["details"]
+    assert "10.1.2.3" not in repr(result)
+
+
+async def test_invalid_spec_becomes_an_error_result(fake_checks: dict[str, Any]) -> None:
+    result = await CheckRunner(CheckOptions(), DataProtection()).run(body(colour="blue"))
+    assert result["ok"] is False and result["error"].startswith("invalid check spec: colour")
+    assert fake_checks["calls"] == 0
+
+
+async def test_crashing_check_becomes_an_error_result(fake_checks: dict[str, Any]) -> None:
+    fake_checks["raise"] = RuntimeError("bug")
+    result = await CheckRunner(CheckOptions(), DataProtection()).run(body())
+    assert result["ok"] is False and result["error"] == "agent_error: RuntimeError"
+
+
+async def test_runaway_check_is_cut_off(fake_checks: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "TIMEOUT_MARGIN_S", 0.0)
+    fake_checks["delay"] = 5
+    result = await CheckRunner(CheckOptions(), DataProtection()).run(body(timeout_s=0.2))
+    assert result["ok"] is False and result["error"].startswith("timeout")
+
+
+async def test_concurrency_is_bounded(fake_checks: dict[str, Any]) -> None:
+    fake_checks["delay"] = 0.05
+    runner = CheckRunner(CheckOptions(), DataProtection(), max_concurrency=3)
+    results = await asyncio.gather(*(runner.run(body(f"c{i}")) for i in range(10)))
+    assert fake_checks["peak"] == 3 and len(results) == 10
+    assert runner.running == 0 and runner.waiting == 0 and not runner.saturated
+
+
+async def test_cancelled_waiter_is_not_counted(fake_checks: dict[str, Any]) -> None:
+    fake_checks["delay"] = 0.2
+    runner = CheckRunner(CheckOptions(), DataProtection(), max_concurrency=1)
+    first = asyncio.create_task(runner.run(body("a")))
+    second = asyncio.create_task(runner.run(body("b")))
+    await asyncio.sleep(0.05)
+    assert runner.saturated
+    second.cancel()
+    await asyncio.gather(first, second, return_exceptions=True)
+    assert runner.waiting == 0 and runner.running == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"monitor_id": "m", "check": {}},
+        {"check_id": "", "monitor_id": "m", "check": {}},
+        {"check_id": "c", "monitor_id": "m", "attempt": 0, "check": {}},
+        {"check_id": "c", "monitor_id": "m", "check": "http://x"},
+    ],
+)
+async def test_unusable_body_raises(bad: dict[str, Any]) -> None:
+    with pytest.raises(BadInstructionBody):
+        await CheckRunner(CheckOptions(), DataProtection()).run(bad)
+
+
+async def test_oversized_result_keeps_its_verdict_without_details(
+    fake_checks: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "MAX_RESULT_BYTES", 100)
+    result = await CheckRunner(CheckOptions(), DataProtection()).run(body())
+    assert result["ok"] is True and result["details"]["truncated"] is True
+    assert result["id"] == "c1"
