@@ -17,7 +17,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 MOLECULE_SCENARIOS ?= $(sort $(notdir $(wildcard molecule/*)))
 
-.PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy \
+.PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy bench \
         sanity lint units pylint-src pytest plugin-units molecule clean
 
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make test        - set up this machine and run every test"
 	@echo "make molecule MOLECULE_SCENARIOS=docker_host - run chosen Molecule scenarios"
 	@echo "make sandbox-destroy - remove the sandbox hosts"
+	@echo "make bench       - print the agent benchmark figures"
 
 setup: prereqs venv engine images app-images collection-link
 
@@ -70,6 +71,7 @@ pylint-src: venv
 	@echo "== ruff + mypy (src/vantage)"
 	@$(VENV)/bin/ruff check $(wildcard src tests/conftest.py tests/unit/vantage tests/integration benchmarks)
 	@$(VENV)/bin/mypy
+	@shellcheck images/build.sh .ci/run
 
 pytest: venv
 	@echo "== pytest (src/vantage: unit and integration)"
@@ -104,6 +106,10 @@ quickstart: setup
 	     "https://$$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' vantage-sandbox-cp):8443" \
 	     "(CA: /etc/vantage/control-plane/tls/ca.crt in vantage-sandbox-cp;" \
 	     "admin token: inventories/sandbox/.secrets/admin-token)"
+
+# Prints the agent's idle RSS, checks/s, dispatch-to-result latency and failover time (not a test).
+bench: venv
+	@$(VENV)/bin/python benchmarks/bench_agent.py
 
 sandbox-destroy:
 	@docker ps -aq --filter label=io.vantage.sandbox=true | xargs -r docker rm -f >/dev/null
