@@ -1,0 +1,229 @@
+# Copyright (c) Vantage maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The settings model of checkpoint_container: option checks, and desired vs. observed settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.vantage.checkpoint.plugins.module_utils._container import (
+    CheckpointSpec,
+    ImageRef,
+    SpecError,
+    bridge_name,
+    config_hash,
+    container_name,
+    differences,
+    display_settings,
+    healthcheck_from_engine,
+    healthcheck_settings,
+    healthcheck_to_engine,
+    observed_settings,
+    parse_memory,
+)
+
+DIGEST = "sha256:" + "ab" * 32
+IMAGE_ID = "sha256:" + "cd" * 32
+
+
+def params(**overrides):
+    value = dict(
+        checkpoint="office-berlin",
+        state="present",
+        instances=[
+            dict(name="a", identity_key="/etc/vantage/a/identity.pem", state_dir="/var/lib/vantage/a", env=None),
+            dict(name="b", identity_key="/etc/vantage/b/identity.pem", state_dir="/var/lib/vantage/b",
+                 env={"VANTAGE_LOG_LEVEL": "DEBUG"}),
+        ],
+        image="registry.example.com/vantage/checkpoint@" + DIGEST,
+        control_plane_url="https://cp.example.com",
+        trusted_keys="/etc/vantage/trusted_keys.json",
+        ca_bundle=None,
+        env={"VANTAGE_DP_STRIP_IPS": True},
+        network=None,
+        user="10001:10001",
+        memory="256m",
+        cpus=1.0,
+        pids_limit=256,
+        restart_policy="unless-stopped",
+        log_max_size="10m",
+        log_max_file=3,
+        stop_timeout=15,
+        health_timeout=120,
+        healthcheck=None,
+    )
+    value.update(overrides)
+    return value
+
+
+IMAGE_CONFIG = {
+    "Env": ["PATH=/usr/bin:/bin", "VANTAGE_LOG_LEVEL=INFO"],
+    "Healthcheck": {"Test": ["CMD", "vantage", "agent", "healthcheck"], "Interval": 15 * 10**9,
+                    "Timeout": 10 * 10**9, "Retries": 3, "StartPeriod": 30 * 10**9},
+}
+
+
+def inspect_of(spec, instance, image_config=None, image_id=IMAGE_ID):
+    """What the engine reports for a container the module created (the image's config merged in)."""
+    image_config = image_config or IMAGE_CONFIG
+    env = dict(item.split("=", 1) for item in image_config["Env"])
+    env.update(spec.environment(instance))
+    return {
+        "Id": "f" * 64,
+        "Name": "/" + container_name(spec.checkpoint, instance["name"]),
+        "Image": image_id,
+        "Config": {
+            "User": spec.user,
+            "Env": ["%s=%s" % item for item in env.items()],
+            "Healthcheck": image_config["Healthcheck"],
+            "StopTimeout": spec.stop_timeout,
+            "Labels": {},
+        },
+        "HostConfig": {
+            "Mounts": [{"Type": "bind", "Source": s, "Target": t, "ReadOnly": ro} for s, t, ro in spec.mounts(instance)],
+            "NetworkMode": spec.network,
+            "PortBindings": {},
+            "PublishAllPorts": False,
+            "Memory": spec.memory,
+            "MemorySwap": spec.memory,
+            "NanoCpus": spec.nano_cpus,
+            "PidsLimit": spec.pids_limit,
+            "RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0},
+            "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
+            "ReadonlyRootfs": True,
+            "Tmpfs": {"/tmp": "rw,noexec,nosuid,nodev,size=64m"},
+            "CapDrop": ["ALL"],
+            "CapAdd": None,
+            "SecurityOpt": ["no-new-privileges:true"],
+            "Privileged": False,
+            "Init": True,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["vantage/checkpoint:1.2.3", "vantage/checkpoint", "vantage/checkpoint@sha256:abc", "sha256:ABC" + "0" * 61, ""],
+)
+def test_image_must_be_pinned(text):
+    with pytest.raises(SpecError, match="option image must be pinned"):
+        ImageRef(text)
+
+
+def test_image_references():
+    ref = ImageRef("registry.example.com:5000/vantage/checkpoint:1.2@" + DIGEST)
+    assert (ref.repository, ref.digest, ref.pullable) == ("registry.example.com:5000/vantage/checkpoint", DIGEST, True)
+    assert ref.reference == "registry.example.com:5000/vantage/checkpoint@" + DIGEST
+    local = ImageRef(IMAGE_ID)
+    assert (local.reference, local.digest, local.pullable) == (IMAGE_ID, IMAGE_ID, False)
+
+
+def test_memory_sizes():
+    assert parse_memory("256m") == 256 * 1024**2
+    assert parse_memory("1G") == 1024**3
+    assert parse_memory("268435456") == 268435456
+    for bad in ("lots", "1m", "-5m", "1.5g"):
+        with pytest.raises(SpecError, match="option memory"):
+            parse_memory(bad)
+
+
+def test_bridge_name_is_a_short_deterministic_interface_name():
+    name = bridge_name("vantage-" + "x" * 63)
+    assert len(name) <= 15 and name.startswith("vtg-")
+    assert name == bridge_name("vantage-" + "x" * 63) != bridge_name("vantage-other")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(checkpoint="Office"), "option checkpoint"),
+        (dict(network="host"), "option network"),
+        (dict(user="root"), "option user"),
+        (dict(user="0:0"), "option user"),
+        (dict(env={"VANTAGE_INSTANCE": "x"}), "option env may not set VANTAGE_INSTANCE"),
+        (dict(env={"1BAD": "x"}), "not a valid environment variable name"),
+        (dict(cpus=0.0), "option cpus"),
+        (dict(pids_limit=4), "option pids_limit"),
+        (dict(log_max_size="big"), "option log_max_size"),
+        (dict(control_plane_url="cp.example.com"), "option control_plane_url"),
+        (dict(instances=[dict(name="a", identity_key="/k", state_dir="/s", env=None)] * 2), "listed twice"),
+        (dict(instances=[dict(name="a-previous", identity_key="/k", state_dir="/s", env=None)]), "-previous"),
+    ],
+)
+def test_refused_options_name_the_option(overrides, message):
+    with pytest.raises(SpecError, match=message):
+        CheckpointSpec(params(**overrides))
+
+
+def test_environment_of_an_instance():
+    spec = CheckpointSpec(params(ca_bundle="/etc/vantage/ca.pem"))
+    env = spec.environment(spec.instances[1])
+    assert env["VANTAGE_CHECKPOINT"] == "office-berlin" and env["VANTAGE_INSTANCE"] == "b"
+    assert env["VANTAGE_IMAGE_DIGEST"] == DIGEST
+    assert env["VANTAGE_DP_STRIP_IPS"] == "true"
+    assert env["VANTAGE_LOG_LEVEL"] == "DEBUG"  # the instance's env wins over the checkpoint's
+    assert env["VANTAGE_CA_BUNDLE"] == "/etc/vantage/ca-bundle.pem"
+    assert ("/etc/vantage/ca.pem", "/etc/vantage/ca-bundle.pem", True) in spec.mounts(spec.instances[1])
+
+
+def test_a_container_made_from_the_settings_reads_back_equal():
+    spec = CheckpointSpec(params())
+    for instance in spec.instances:
+        desired = spec.desired_settings(instance, IMAGE_ID, IMAGE_CONFIG)
+        observed = observed_settings(inspect_of(spec, instance), IMAGE_CONFIG)
+        assert differences(observed, desired) == []
+        assert config_hash(desired) == config_hash(observed)
+
+
+def test_differences_are_named():
+    spec = CheckpointSpec(params())
+    instance = spec.instances[0]
+    container = inspect_of(spec, instance)
+    container["HostConfig"]["Memory"] = 512 * 1024**2  # docker update --memory
+    container["HostConfig"]["CapDrop"] = ["NET_RAW"]
+    container["Image"] = "sha256:" + "00" * 32
+    desired = spec.desired_settings(instance, IMAGE_ID, IMAGE_CONFIG)
+    assert differences(observed_settings(container, IMAGE_CONFIG), desired) == ["cap_drop", "image", "memory"]
+    changed = CheckpointSpec(params(env={"VANTAGE_DP_STRIP_IPS": False}))
+    assert differences(
+        observed_settings(container, IMAGE_CONFIG), changed.desired_settings(changed.instances[0], IMAGE_ID, IMAGE_CONFIG)
+    ) == ["cap_drop", "env", "image", "memory"]
+
+
+def test_a_variable_equal_to_the_images_default_is_not_a_difference():
+    spec = CheckpointSpec(params(env={"VANTAGE_LOG_LEVEL": "INFO"}))
+    instance = spec.instances[0]
+    desired = spec.desired_settings(instance, IMAGE_ID, IMAGE_CONFIG)
+    assert "VANTAGE_LOG_LEVEL" not in desired["env"]
+    assert differences(observed_settings(inspect_of(spec, instance), IMAGE_CONFIG), desired) == []
+
+
+def test_healthcheck_timings_without_a_command_keep_the_images_command():
+    image = healthcheck_from_engine(IMAGE_CONFIG["Healthcheck"])
+    settings = healthcheck_settings(dict(test=None, interval=5, timeout=None, retries=None, start_period=15), image)
+    assert settings == {"test": ["CMD", "vantage", "agent", "healthcheck"], "interval": 5.0, "timeout": 10.0,
+                        "retries": 3, "start_period": 15.0}
+    assert healthcheck_settings(dict(test=None, interval=5), None) is None
+    assert healthcheck_settings(None, image) == image
+    with pytest.raises(SpecError, match="option healthcheck"):
+        CheckpointSpec(params(healthcheck=dict(test=None, interval=0)))
+
+
+def test_healthcheck_override_round_trip():
+    settings = healthcheck_settings(dict(test=["vantage", "agent", "healthcheck"], interval=5, timeout=3,
+                                         retries=2, start_period=0))
+    assert settings["test"] == ["CMD", "vantage", "agent", "healthcheck"]
+    engine = healthcheck_to_engine(settings)
+    assert engine["interval"] == 5 * 10**9
+    as_inspected = {"Test": engine["test"], "Interval": engine["interval"], "Timeout": engine["timeout"],
+                    "Retries": engine["retries"]}  # a zero StartPeriod is left out by the engine
+    assert healthcheck_from_engine(as_inspected) == settings
+    assert healthcheck_from_engine({"Test": ["NONE"]}) is None
+    assert healthcheck_from_engine(None) is None
+
+
+def test_display_masks_sensitive_values():
+    shown = display_settings({"env": {"HTTPS_PROXY": "http://user:pw@proxy:3128", "API_TOKEN": "t0k3n", "A": "b"}})
+    assert shown["env"] == {"A": "b", "API_TOKEN": "********", "HTTPS_PROXY": "http://********@proxy:3128"}
