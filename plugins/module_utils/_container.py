@@ -18,6 +18,7 @@ Nothing here imports the Docker SDK: it is plain data handling, unit-tested on i
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 
@@ -290,6 +291,7 @@ class CheckpointSpec:
         self.pids_limit = params.get("pids_limit")
         if self.pids_limit is None or self.pids_limit < 16:
             raise SpecError("option pids_limit must be at least 16, got %r" % self.pids_limit)
+        self.extra_hosts = check_extra_hosts(params.get("extra_hosts"))
         self.restart_policy = params.get("restart_policy") or "unless-stopped"
         self.log_max_size = str(params.get("log_max_size") or "10m").lower()
         if not LOG_SIZE_RE.match(self.log_max_size):
@@ -382,6 +384,7 @@ class CheckpointSpec:
             "memory_swap": self.memory,
             "nano_cpus": self.nano_cpus,
             "pids_limit": self.pids_limit,
+            "extra_hosts": self.extra_hosts,
             "restart_policy": self.restart_policy,
             "log_config": {"type": "json-file", "max-size": self.log_max_size, "max-file": str(self.log_max_file)},
             "read_only": True,
@@ -395,6 +398,23 @@ class CheckpointSpec:
             "healthcheck": healthcheck,
         }
         return settings
+
+
+HOST_NAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def check_extra_hosts(value):
+    """``extra_hosts`` as Docker's sorted ``name:address`` list; SpecError naming a bad entry."""
+    result = []
+    for name, address in sorted((value or {}).items()):
+        if not HOST_NAME_RE.match(str(name)):
+            raise SpecError("option extra_hosts: %r is not a host name" % (name,))
+        try:
+            ipaddress.ip_address(str(address))
+        except ValueError:
+            raise SpecError("option extra_hosts: the address of %s must be an IP address, got %r" % (name, address))
+        result.append("%s:%s" % (name, address))
+    return result
 
 
 def config_hash(settings):
@@ -452,6 +472,7 @@ def observed_settings(container, image_config):
         "memory_swap": host.get("MemorySwap") or 0,
         "nano_cpus": host.get("NanoCpus") or 0,
         "pids_limit": host.get("PidsLimit") or 0,
+        "extra_hosts": sorted(host.get("ExtraHosts") or []),
         "restart_policy": restart,
         "log_config": dict({"type": log_config.get("Type")}, **(log_config.get("Config") or {})),
         "read_only": bool(host.get("ReadonlyRootfs")),

@@ -192,6 +192,7 @@ class Engine:
             security_opt=list(settings["security_opt"]),
             privileged=False,
             init=True,
+            extra_hosts=list(settings.get("extra_hosts") or []) or None,
         )
         # a limit the kernel cannot enforce is None in the settings, and not asked for
         for key, value in (("Memory", settings["memory"]), ("MemorySwap", settings["memory_swap"]),

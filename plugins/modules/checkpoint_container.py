@@ -161,6 +161,12 @@ options:
       - Most processes (and threads) the container may have; at least 16.
     type: int
     default: 256
+  extra_hosts:
+    description:
+      - Host names the instances resolve to fixed addresses (written to their C(/etc/hosts)); keys are names, values IP addresses.
+      - For sites whose resolvers do not know the control plane's name, or to pin it. Each value must be an IPv4 or IPv6 address.
+    type: dict
+    default: {}
   restart_policy:
     description:
       - Docker restart policy.
@@ -418,6 +424,7 @@ def main():
         memory=dict(type="str", default="256m"),
         cpus=dict(type="float", default=1.0),
         pids_limit=dict(type="int", default=256),
+        extra_hosts=dict(type="dict", default={}),
         restart_policy=dict(type="str", default="unless-stopped", choices=["no", "on-failure", "always", "unless-stopped"]),
         log_max_size=dict(type="str", default="10m"),
         log_max_file=dict(type="int", default=3),

@@ -13,6 +13,7 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container impo
     ImageRef,
     SpecError,
     bridge_name,
+    check_extra_hosts,
     config_hash,
     container_name,
     differences,
@@ -227,3 +228,20 @@ def test_healthcheck_override_round_trip():
 def test_display_masks_sensitive_values():
     shown = display_settings({"env": {"HTTPS_PROXY": "http://user:pw@proxy:3128", "API_TOKEN": "t0k3n", "A": "b"}})
     assert shown["env"] == {"A": "b", "API_TOKEN": "********", "HTTPS_PROXY": "http://********@proxy:3128"}
+
+
+def test_extra_hosts_become_sorted_docker_entries():
+    assert check_extra_hosts({"cp.example.com": "10.0.0.5", "b": "::1"}) == ["b:::1", "cp.example.com:10.0.0.5"]
+    assert check_extra_hosts(None) == []
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"bad name": "10.0.0.5"}, "'bad name' is not a host name"),
+        ({"cp.example.com": "cp.internal"}, "the address of cp.example.com must be an IP address"),
+    ],
+)
+def test_extra_hosts_refuse_bad_entries_by_name(value, message):
+    with pytest.raises(SpecError, match=message):
+        check_extra_hosts(value)
