@@ -25,7 +25,9 @@ Figures and how each is measured:
    moment until *both* the control plane reports the instance disconnected
    (``GET /api/v1/checkpoints/{cp}/health``) *and* every monitor has a result from the other
    instance for a check dispatched after that moment (so a check lost with the instance has
-   been retried on the other one). Compared with two heartbeat intervals.
+   been re-dispatched to the other one: the control plane does that as soon as the session
+   ends, so ``kill`` measures little more than the check itself, ``freeze`` mostly the
+   websocket ping and pong timeouts). Compared with two heartbeat intervals.
 4. **HTTP checks per second per agent** — the control plane's own scheduler cannot offer more
    than one check per monitor per second and rate-limits each session, so a scripted
    control-plane side drives each agent instead: this script speaks the session protocol
@@ -444,7 +446,8 @@ def measure_latency(cp: ControlPlane, target: Target, window: float) -> list[flo
 
 def measure_failover(cp: ControlPlane, target: Target, victim: Agent, survivor: Agent, how: str) -> float:
     # Slow targets keep checks in flight on the victim when it vanishes (they are lost with it and
-    # count as failed at their deadline); failing ones are retried at once on the other instance.
+    # re-dispatched to the other instance when its session ends); failing ones are retried at once
+    # on the other instance.
     ids = create_monitors(cp, target, f"fo-{how}", 6, 2, ("slow", "slow", "fail"))
     try:
         time.sleep(3)  # running steadily on both instances
@@ -808,8 +811,9 @@ def report(figures: dict[str, Any], heartbeat: float, elapsed: float) -> None:
     from vantage.control_plane.config import Settings
 
     print(
-        f"limits set in the code: the agent sends at most {Timing().send_rate:g} results/s (Timing.send_rate); "
-        f"the control plane allows {Settings.message_rate:g} messages/s per session (Settings.message_rate)"
+        f"limits set in the code: the agent keeps at most {Timing().send_window} results unacknowledged "
+        f"(Timing.send_window, no rate cap); the control plane allows {Settings.message_rate:g} messages/s "
+        f"per session, burst {Settings.message_burst:g} (--session-message-rate)"
     )
     load = figures["load_average_before"]
     print(f"load average (1 min) before the run: {load:.2f} on {os.cpu_count()} CPUs", end="")

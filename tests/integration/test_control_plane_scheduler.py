@@ -388,3 +388,80 @@ async def test_result_held_during_downtime_is_not_a_timeout(tmp_path: Path, http
         await again.close()
     finally:
         await server2.stop()
+
+
+# ----------------------------------------------------------------------------- failover
+
+
+async def _reconnect(site: Site, name: str) -> FakeAgent:
+    agent = FakeAgent(site.http, site.server.ws_url, site.agents[name].identity, site.server.url)
+    await agent.connect(auto_heartbeat=True)
+    site.agents[name] = agent
+    return agent
+
+
+async def test_checks_of_a_closed_session_move_to_another_instance_at_once(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """Lost with its instance, a pending check runs on the other one now, as the same attempt."""
+    site = await Site(server, http).up("a", "b")
+    monitor = await site.monitor(timeout_s=30)  # its deadline is 40 s away
+    holder, lost = await site.next()
+    name = holder.identity.instance
+    other = site.agents["b" if name == "a" else "a"]
+    closed_at = time.monotonic()
+    await holder.close()
+    assert site.trust is not None
+    moved = await other.instruction(site.trust, timeout=5)
+    assert time.monotonic() - closed_at < 2, "not moved at once"
+    assert moved["body"]["monitor_id"] == monitor["id"] and moved["body"]["attempt"] == 1
+    assert moved["body"]["check_id"] != lost["body"]["check_id"]
+    await other.result(moved, ok=True)
+    assert await other.ack() == moved["body"]["check_id"]
+
+    # The old instance comes back and delivers its result from its outbox, twice: stored once
+    # under its own id, acknowledged each time, and neither a retry nor an alert follows.
+    again = await _reconnect(site, name)
+    for _ in range(2):
+        await again.result(lost, ok=False, error="connection refused")
+        assert await again.ack() == lost["body"]["check_id"]
+    results = await site.results(monitor["id"])
+    assert sorted((r["id"], r["attempt"], r["ok"]) for r in results) == sorted(
+        [(moved["body"]["check_id"], 1, True), (lost["body"]["check_id"], 1, False)]
+    )
+    await asyncio.sleep(0.3)
+    assert again.pending_instruction(site.trust) is None and other.pending_instruction(site.trust) is None
+    assert await site.alerts() == []
+    metrics = await (await http.get(server.url + "/metrics")).text()
+    assert "vantage_cp_reassigned_checks_total 1.0" in metrics
+    assert "vantage_cp_check_timeouts_total 0.0" in metrics
+    await site.close()
+
+
+async def test_a_check_moves_a_bounded_number_of_times(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """Instances that keep dropping cannot bounce a check forever: after two moves it waits."""
+    server = await start_server(make_settings(tmp_path, result_margin=0.5))
+    try:
+        site = await Site(server, http).up("a", "b")
+        await site.monitor(timeout_s=1)
+        holder, instr = await site.next()
+        assert site.trust is not None
+        seen = {instr["body"]["check_id"]}
+        for _ in range(2):  # lost twice: moved twice
+            name = holder.identity.instance
+            other = site.agents["b" if name == "a" else "a"]
+            await holder.close()
+            instr = await other.instruction(site.trust, timeout=5)
+            assert instr["body"]["attempt"] == 1 and instr["body"]["check_id"] not in seen
+            seen.add(instr["body"]["check_id"])
+            await _reconnect(site, name)
+            holder = other
+        name = holder.identity.instance
+        await holder.close()  # lost a third time: it stays, and counts as an error at its deadline
+        await asyncio.sleep(0.5)
+        assert site.agents["b" if name == "a" else "a"].pending_instruction(site.trust) is None
+        retry = await site.agents["b" if name == "a" else "a"].instruction(site.trust, timeout=5)
+        assert retry["body"]["attempt"] == 2  # the timeout's ordinary retry
+        await site.close()
+    finally:
+        await server.stop()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from vantage import __version__
 from vantage.agent.backoff import Backoff
+from vantage.agent.commit import GroupCommit
 from vantage.agent.config import AgentConfig
 from vantage.agent.health import CONNECTED, CONNECTING, DISCONNECTED, STOPPED, Status
 from vantage.agent.hostinfo import host_facts
@@ -61,10 +62,10 @@ class Timing:
     pong_timeout_factor: float = 1.0
     #: a result unacknowledged this long is sent again on the same session
     ack_timeout: float = 60.0
-    #: results in flight (sent, not yet acknowledged) at most
+    #: results in flight (sent, not yet acknowledged) at most: the only limit on sending, so
+    #: the pace follows the control plane's acknowledgements (there is no rate cap that could
+    #: starve throughput); it keeps a reconnect's backlog from flooding the session
     send_window: int = 64
-    #: result sends per second at most (the control plane rate-limits sessions)
-    send_rate: float = 50.0
     #: a session that lasted this long resets the back-off
     stable_after: float = 10.0
     #: on shutdown, time given to running checks and to delivering their results
@@ -101,6 +102,8 @@ class Agent:
         self.verifier = verifier
         self.runner = runner
         self.outbox = outbox
+        #: makes nonces and results durable in batches (see vantage.agent.commit)
+        self.commit = GroupCommit(outbox, verifier.replay)
         self.protection = protection
         self.timing = timing or Timing()
         self.backoff = backoff or Backoff()
@@ -151,7 +154,9 @@ class Agent:
                 tls_context(config.ca_bundle)
             except (OSError, ValueError) as exc:
                 raise ConfigError("VANTAGE_CA_BUNDLE", f"cannot load {config.ca_bundle}: {exc}") from None
-        replay = ReplayCache(state_dir / REPLAY_FILE, fsync=True)
+        # No fsync per nonce: each run_check waits for a group-committed flush (self.commit)
+        # before it acts, which keeps replay protection across a crash or power loss.
+        replay = ReplayCache(state_dir / REPLAY_FILE)
         verifier = InstructionVerifier(trust, config.audience, replay)
         protection = DataProtection(
             strip_content=config.strip_content, strip_headers=config.strip_headers, strip_ips=config.strip_ips
@@ -230,6 +235,7 @@ class Agent:
                     await asyncio.wait_for(self._stop.wait(), delay)
         finally:
             await self._finish_checks()
+            await self.commit.close()
             self._write_status(STOPPED)
             self.verifier.replay.close()
             log.info("agent stopped; %d result(s) left in the outbox", len(self.outbox))
@@ -443,6 +449,7 @@ class Agent:
                 result_id = frame.get("id")
                 if isinstance(result_id, str) and self.outbox.ack(result_id):
                     log.debug("result %s acknowledged", result_id)
+                    self.commit.request()  # its file goes with the next round
             elif kind == "error":
                 raise SessionRefused(str(frame.get("error"))[:200])
             else:
@@ -468,39 +475,39 @@ class Agent:
                 raise SessionEnded(f"control plane unresponsive: no pong within {timeout:.1f}s")
 
     async def _sender(self) -> None:
-        """Deliver outbox results: each once per session, again if unacknowledged too long."""
+        """Deliver durable outbox results, oldest first, each once per session.
+
+        At most ``send_window`` results are unacknowledged at a time; an ack frees a slot at
+        once, so the pace is the control plane's.  A result unacknowledged for ``ack_timeout``
+        is sent again (and no longer counts against the window).
+        """
         sent: dict[str, float] = {}
-        tokens = self.timing.send_rate
-        last_fill = time.monotonic()
+        window, ack_timeout = self.timing.send_window, self.timing.ack_timeout
         while True:
             self.outbox.changed.clear()
             now = time.monotonic()
-            for result_id in list(sent):
-                if result_id not in self.outbox:
-                    del sent[result_id]
-            for result_id in self.outbox.ids():
-                in_flight = sum(1 for at in sent.values() if now - at < self.timing.ack_timeout)
-                if in_flight >= self.timing.send_window:
+            for result_id in [r for r in sent if r not in self.outbox]:
+                del sent[result_id]
+            in_flight = sum(1 for at in sent.values() if now - at < ack_timeout)
+            batch: list[tuple[str, float | None]] = []
+            for result_id in self.outbox.ready():  # no await inside: the index may change then
+                if in_flight + len(batch) >= window:
                     break
                 at = sent.get(result_id)
-                if at is not None and now - at < self.timing.ack_timeout:
-                    continue
+                if at is None or now - at >= ack_timeout:
+                    batch.append((result_id, at))
+            for result_id, at in batch:
                 result = self.outbox.get(result_id)
                 if result is None:
                     continue
-                now = time.monotonic()
-                tokens = min(self.timing.send_rate, tokens + (now - last_fill) * self.timing.send_rate)
-                last_fill = now
-                if tokens < 1:
-                    await asyncio.sleep((1 - tokens) / self.timing.send_rate)
-                    tokens, last_fill = 1.0, time.monotonic()
-                tokens -= 1
                 if at is not None:
                     log.info("result %s not acknowledged; sending it again", result_id)
                 await self._send({"type": "result", "result": result})
                 sent[result_id] = time.monotonic()
+            if batch:
+                continue  # acks may have freed slots meanwhile
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox.changed.wait(), self.timing.ack_timeout / 4)
+                await asyncio.wait_for(self.outbox.changed.wait(), ack_timeout / 4)
 
     # ------------------------------------------------------------------ instructions
 
@@ -515,6 +522,16 @@ class Agent:
             nonce = _nonce_of(envelope) if exc.reason not in _UNAUTHENTICATED_REASONS else None
             await self._send({"type": "rejected", "nonce": nonce, "reason": exc.reason})
             return
+        if instruction.kind == "rotate_key":  # rare: wait here, so that later frames wait too
+            try:
+                await self.commit.nonces()  # act only once the nonce is durable
+            except OSError as exc:
+                log.error("cannot make the replay cache durable: %s; rotation not applied", exc)
+                self._state_dir_writable = False
+                await self._send(
+                    {"type": "rejected", "nonce": instruction.nonce, "reason": "replay_cache_error"}
+                )
+                return
         self.executed[instruction.kind] = self.executed.get(instruction.kind, 0) + 1
         log.debug("instruction %s seq %d (%s) verified", instruction.kind, instruction.seq, instruction.nonce)
         if instruction.kind == "run_check":
@@ -553,6 +570,17 @@ class Agent:
 
     async def _run_check(self, instruction: Instruction) -> None:
         try:
+            # Act only once the nonce is durable: a crash-restart (even a power loss) must not
+            # reopen the replay window. The flush is group-committed with other nonces and results.
+            await self.commit.nonces()
+        except OSError as exc:
+            self._state_dir_writable = False
+            log.error("cannot make the replay cache durable: %s; check %s not run", exc, instruction.nonce)
+            await self._send_if_connected(
+                {"type": "rejected", "nonce": instruction.nonce, "reason": "replay_cache_error"}
+            )
+            return
+        try:
             result = await self.runner.run(instruction.body)
         except BadInstructionBody as exc:
             log.warning("run_check %s has a malformed body: %s", instruction.nonce, exc)
@@ -569,8 +597,11 @@ class Agent:
             float(result.get("duration_ms") or 0),
             f" ({result.get('error')})" if result.get("error") else "",
         )
+        # Into the outbox, durable before it is sent (the sender only sends durable results); it
+        # leaves the outbox only on the control plane's ack.
+        self.outbox.add(result)
         try:
-            self.outbox.add(result)
+            await self.commit.results()
         except OSError as exc:
             self._state_dir_writable = False
             log.error("cannot store result %s in the outbox: %s; sending it unbuffered", result["id"], exc)

@@ -1,21 +1,23 @@
-"""The ``dns`` check: resolve a name with the system resolvers or a given server."""
+"""The ``dns`` check: resolve a name with the system resolvers or a given server.
+
+dnspython (about 5 MB resident) is imported on the first ``dns`` check, not with
+:mod:`vantage.checks`: an agent that never runs one does not pay for it.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import Any
-
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.rdata
-import dns.resolver
-import dns.reversename
+from typing import TYPE_CHECKING, Any
 
 from vantage.checks.netpolicy import BlockedAddressError, CheckOptions, vet_addresses
 from vantage.checks.result import CheckFailure, Probe
 from vantage.checks.spec import format_host_port, parse_host_port
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.name
+    import dns.rdata
 
 _NAME_TYPES = frozenset({"CNAME", "NS", "PTR"})
 _TARGET_TYPES = frozenset({"MX", "SRV"})  # answers ending in a host name
@@ -46,6 +48,9 @@ def _matches(expected: str, answer: str, record_type: str) -> bool:
 
 
 def _resolver_for(spec: Mapping[str, Any], options: CheckOptions) -> tuple[dns.asyncresolver.Resolver, str]:
+    import dns.asyncresolver
+    import dns.exception
+
     server: str | None = spec["resolver"]
     if server is None:
         try:
@@ -74,6 +79,10 @@ async def run_dns(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) 
     dot; for MX/SRV the target host name alone also matches; TXT strings are joined and compared
     exactly).
     """
+    import dns.exception
+    import dns.resolver
+    import dns.reversename
+
     record_type = str(spec["record_type"])
     target = str(spec["target"])
     timeout = float(spec["timeout_s"])

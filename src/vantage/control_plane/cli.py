@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(VANTAGE_RESULT_MARGIN; default 10)")
     p.add_argument("--rotation-grace", default=e("VANTAGE_ROTATION_GRACE") or "86400",
                    help="seconds a rotated-out signing key stays trusted (VANTAGE_ROTATION_GRACE; default 86400)")
+    p.add_argument("--session-message-rate", default=e("VANTAGE_SESSION_MESSAGE_RATE") or "1000",
+                   help="messages per second one agent session may send, sustained; the burst is twice "
+                        "as many, beyond it the session is closed as a flood "
+                        "(VANTAGE_SESSION_MESSAGE_RATE; default 1000)")
     p.add_argument("--log-level", default=e("VANTAGE_LOG_LEVEL") or "INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
                    help="log level (VANTAGE_LOG_LEVEL; default INFO)")
@@ -107,6 +111,16 @@ def _seconds(value: str, option: str, minimum: float) -> float:
         raise UsageError(f"{option} must be a number of seconds, not {value!r}") from None
     if not math.isfinite(number) or number < minimum:
         raise UsageError(f"{option} must be at least {minimum:g} seconds")
+    return number
+
+
+def _rate(value: str, option: str, minimum: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"{option} must be a number of messages per second, not {value!r}") from None
+    if not math.isfinite(number) or number < minimum:
+        raise UsageError(f"{option} must be at least {minimum:g} messages per second")
     return number
 
 
@@ -144,6 +158,7 @@ def parse_options(argv: Sequence[str]) -> ServeOptions:
             raise UsageError(f"--public-url: {exc}") from None
     if args.webhook_url and not args.webhook_url.startswith(("http://", "https://")):
         raise UsageError("--webhook-url must be an http:// or https:// URL")
+    message_rate = _rate(args.session_message_rate, "--session-message-rate", 1)
     settings = Settings(
         db_url=args.db,
         signing_key_path=Path(args.signing_key),
@@ -155,6 +170,8 @@ def parse_options(argv: Sequence[str]) -> ServeOptions:
         scheduler_tick=_seconds(args.scheduler_tick, "--scheduler-tick", 0.01),
         result_margin=_seconds(args.result_margin, "--result-margin", 0),
         rotation_grace=_seconds(args.rotation_grace, "--rotation-grace", 0),
+        message_rate=message_rate,
+        message_burst=2 * message_rate,
     )
     return ServeOptions(host, port, _ssl_context(args.tls_cert, args.tls_key), settings, args.log_level)
 

@@ -37,8 +37,10 @@ class Settings:
     max_msg_size: int = 1024 * 1024
     #: seconds a client has to send its hello after the challenge
     hello_timeout: float = 10.0
-    #: per-session message budget: sustained rate (messages/s) and burst
-    message_rate: float = 100.0
-    message_burst: float = 1000.0
+    #: per-session message budget: sustained rate (messages/s) and burst. Far above what an agent
+    #: needs (≥ 200 results/s, each acknowledged, plus heartbeats), it still bounds what one
+    #: buggy or compromised agent can cost: every result is a database transaction on the loop.
+    message_rate: float = 1000.0
+    message_burst: float = 2000.0
     #: monitors dispatched per scheduler tick at most
     dispatch_batch: int = 500

@@ -41,6 +41,8 @@ class ControlPlane:
         self.keys = SigningKeys(settings.signing_key_path, self.db)
         self.registry = Registry(started_at=now())
         self.scheduler = Scheduler(self)
+        self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Create the schema, load keys and the bootstrap token, start the scheduler."""
@@ -61,7 +63,10 @@ class ControlPlane:
 
     async def shutdown(self) -> None:
         """Stop scheduling and close every session ("going away": the agents reconnect)."""
+        self._stopping = True  # no reassignment of the closing sessions' checks
         await self.scheduler.stop()
+        for task in list(self._background):
+            task.cancel()
         sessions = self.registry.all()
         for session in sessions:
             self.session_closed(session)
@@ -107,6 +112,18 @@ class ControlPlane:
                 inst.last_disconnected_at = now()
         self.metrics.connected_instances.set(len(self.registry))
         log.info("%s disconnected", session.name)
+        if not self._stopping:  # its pending checks go to another instance now (failover)
+            task = asyncio.get_running_loop().create_task(
+                self._reassign(session.checkpoint, session.instance), name="reassign"
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _reassign(self, checkpoint: str, instance: str) -> None:
+        try:
+            await self.scheduler.reassign(checkpoint, instance)
+        except Exception:
+            log.exception("reassigning the checks of %s/%s failed", checkpoint, instance)
 
     def heartbeat(self, session: LiveSession, health: dict[str, Any]) -> None:
         """Store a heartbeat's time and health."""

@@ -139,7 +139,8 @@ class Dispatch(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     dispatched_at: Mapped[float] = mapped_column(Float)
     deadline: Mapped[float] = mapped_column(Float)
-    #: ``pending``, ``done`` (a result arrived) or ``timeout``
+    #: ``pending``, ``done`` (a result arrived), ``timeout``, ``cancelled`` (monitor deleted) or
+    #: ``reassigned`` (its instance went away; a new dispatch replaced it)
     status: Mapped[str] = mapped_column(String(16), default="pending")
 
 

@@ -27,6 +27,10 @@ class Metrics:
         self.dispatches = Counter(
             "vantage_cp_dispatches", "run_check instructions sent", ["attempt"], registry=self.registry
         )
+        self.reassigned = Counter(
+            "vantage_cp_reassigned_checks", "Pending checks sent to another instance when theirs went away",
+            registry=self.registry,
+        )
         self.check_timeouts = Counter(
             "vantage_cp_check_timeouts", "Dispatched checks without a result in time",
             registry=self.registry,

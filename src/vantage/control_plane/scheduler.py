@@ -9,6 +9,10 @@ Rules (DESIGN §5):
 - an error on attempt 2 opens a ``monitor_down`` alert (subject: the monitor id); any success
   closes it;
 - a dispatch without a result within ``timeout_s`` + margin counts as an error result;
+- the pending checks of an instance whose session ends (closed, stale, removed) are sent at
+  once to another connected instance as the *same* attempt: a check lost with its instance says
+  nothing about the target, so it is not counted as an error. A check is moved at most
+  :data:`MAX_REASSIGNMENTS` times; lost once more, it waits for its deadline like any other;
 - a checkpoint (not disabled) without any connected instance for the grace period gets a
   ``checkpoint_unavailable`` alert (closed when an instance connects);
 - an instance that missed its heartbeats is stale: its socket is closed.
@@ -51,6 +55,8 @@ DISPATCH_RETENTION_S = 86400.0
 MAX_ERROR_CHARS = 4000
 MAX_PHASES_BYTES = 16 * 1024
 MAX_DETAILS_BYTES = 256 * 1024
+#: times one check may move to another instance because its instance went away
+MAX_REASSIGNMENTS = 2
 
 @dataclass(frozen=True)
 class IncomingResult:
@@ -156,6 +162,8 @@ class Scheduler:
         self.core = core
         self._task: asyncio.Task[None] | None = None
         self._pruned_at = 0.0
+        #: check id → how many times the check has already moved (only checks that moved)
+        self._moves: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -249,8 +257,12 @@ class Scheduler:
                 continue  # stays due; the checkpoint's state and alert tell why
             await self.dispatch(monitor, target, attempt=1)
 
-    async def dispatch(self, monitor: Monitor, session: LiveSession, *, attempt: int) -> str:
-        """Record and send one ``run_check``; returns its check id."""
+    async def dispatch(self, monitor: Monitor, session: LiveSession, *, attempt: int, moves: int = 0) -> str:
+        """Record and send one ``run_check``; returns its check id.
+
+        ``moves`` > 0: it replaces a check lost with its instance (the monitor's schedule is
+        left alone, and the count bounds further moves).
+        """
         t = now()
         check_id = str(uuid.uuid4())
         deadline = t + monitor.timeout_s + self.core.settings.result_margin
@@ -270,10 +282,12 @@ class Scheduler:
             row = db.get(Monitor, monitor.id)
             if row is not None:
                 row.last_instance = session.instance
-                if attempt == 1:
+                if attempt == 1 and not moves:
                     due = row.next_due + row.interval_s
                     row.next_due = due if due > t else t + row.interval_s
         session.pending += 1
+        if moves:
+            self._moves[check_id] = moves
         body = {"check_id": check_id, "monitor_id": monitor.id, "attempt": attempt, "check": monitor.spec}
         self.core.metrics.dispatches.labels(attempt=str(attempt)).inc()
         try:
@@ -284,6 +298,48 @@ class Scheduler:
         else:
             log.debug("dispatched monitor %s attempt %d to %s (check %s)", monitor.id, attempt, session.name, check_id)
         return check_id
+
+    async def reassign(self, checkpoint: str, instance: str) -> None:
+        """Send the pending checks of ``instance``, whose session ended, to another instance now.
+
+        Each becomes a new dispatch with the same attempt number on another connected instance
+        (healthy first), and the old one is marked ``reassigned``: a result the old instance
+        still delivers later (from its outbox, after a reconnect) is stored under its own id
+        without further bookkeeping, like a late result. Nothing moves when no other instance is
+        connected (the instance may come back and deliver), nor after :data:`MAX_REASSIGNMENTS`
+        moves of the same check; those wait for their deadline.
+        """
+        with self.core.db.session() as db:
+            cp = db.get(Checkpoint, checkpoint)
+            if cp is None or cp.admin_state == "disabled":
+                return  # taken out of service: its pending checks just run out
+            lost = list(
+                db.scalars(
+                    select(Dispatch).where(
+                        Dispatch.status == "pending", Dispatch.checkpoint == checkpoint, Dispatch.instance == instance
+                    )
+                ).all()
+            )
+        for d in lost:
+            if self.core.registry.get(checkpoint, instance) is not None:
+                return  # it is back already: its outbox delivers what it ran
+            moves = self._moves.get(d.check_id, 0)
+            target = choose(self.core.registry.for_checkpoint(checkpoint), avoid=instance, strict=True)
+            if target is None or target.instance == instance or moves >= MAX_REASSIGNMENTS:
+                continue
+            with self.core.db.session() as db:
+                row = db.get(Dispatch, d.check_id)
+                monitor = db.get(Monitor, d.monitor_id)
+                if row is None or row.status != "pending" or monitor is None:
+                    continue  # answered or cancelled meanwhile
+                row.status = "reassigned"
+            self._moves.pop(d.check_id, None)
+            self.core.metrics.reassigned.inc()
+            log.info(
+                "check %s (monitor %s, attempt %d) lost with %s/%s; sending it to %s",
+                d.check_id, d.monitor_id, d.attempt, checkpoint, instance, target.name,
+            )  # fmt: skip
+            await self.dispatch(monitor, target, attempt=d.attempt, moves=moves + 1)
 
     def extend_deadlines(self, not_before: float) -> None:
         """Give pending dispatches until at least ``not_before`` (used at start-up)."""
@@ -328,6 +384,7 @@ class Scheduler:
                 )
             )
             snapshot = (d.monitor_id, d.checkpoint, d.instance, d.attempt)
+        self._moves.pop(check_id, None)
         log.warning("check %s on %s/%s (attempt %d): %s", check_id, snapshot[1], snapshot[2], snapshot[3], error)
         self.release_slot(snapshot[1], snapshot[2])
         await self.outcome(snapshot[0], snapshot[2], snapshot[3], ok=False, error=error)
@@ -388,6 +445,7 @@ class Scheduler:
                     if d.status == "pending":
                         d.status = "done"
                         follow_up = (d.monitor_id, d.attempt)
+                        self._moves.pop(d.check_id, None)
         try:
             await session.send({"type": "ack", "id": incoming.id})
         finally:  # the result is committed: retry or alert even if the ack can no longer be sent

@@ -40,7 +40,8 @@ KNOWN_REJECTION_REASONS = frozenset(
     {
         "unknown_key", "bad_signature", "malformed_payload", "malformed_envelope", "wrong_payload_type",
         "wrong_audience", "not_yet_valid", "lifetime_too_long", "expired", "replayed",
-        "unsupported_version", "payload_too_large", "invalid_check",
+        "unsupported_version", "payload_too_large", "invalid_check", "unknown_kind", "replay_cache_full",
+        "replay_cache_error", "invalid_rotation", "shutting_down",
     }
 )
 MAX_KEYID_CANDIDATES = 8

@@ -131,6 +131,8 @@ class FakeAgent:
         self.acks: list[str] = []
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
+        #: the code of the close frame the server sent, once one arrived
+        self.received_close_code: int | None = None
         self._beater: asyncio.Task[None] | None = None
         self.healthy = True
         self.health_extra: dict[str, Any] = {}
@@ -177,11 +179,26 @@ class FakeAgent:
     async def _read(self) -> None:
         assert self.ws is not None
         try:
-            async for msg in self.ws:
+            while True:
+                msg = await self.ws.receive()
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     await self.queue.put(json.loads(msg.data))
+                elif self._closing_message(msg):
+                    return
         finally:
             await self.queue.put(None)
+
+    def _closing_message(self, msg: aiohttp.WSMessage) -> bool:
+        """True for a message that ends the socket; remembers the code the server closed with.
+
+        aiohttp's client reports 1006 as ``close_code`` when its own close reply cannot be
+        written because the server is already gone, even though the server's close frame (with
+        its real code) arrived first; the frame's code is what the server said.
+        """
+        if msg.type == aiohttp.WSMsgType.CLOSE:
+            self.received_close_code = int(msg.data)
+            return True
+        return msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self.ws is not None
@@ -278,16 +295,15 @@ class FakeAgent:
         assert self.ws is not None
         if self._reader is not None:
             await asyncio.wait_for(asyncio.shield(self._reader), timeout)
-            return self.ws.close_code
+            return self.received_close_code if self.received_close_code is not None else self.ws.close_code
         deadline = time.monotonic() + timeout
         while not self.ws.closed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("socket still open")
-            msg = await self.ws.receive(timeout=remaining)
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            if self._closing_message(await self.ws.receive(timeout=remaining)):
                 break
-        return self.ws.close_code
+        return self.received_close_code if self.received_close_code is not None else self.ws.close_code
 
 
 async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:

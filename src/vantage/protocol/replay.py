@@ -12,10 +12,13 @@ entries (and at least :data:`COMPACT_MIN_LINES`), it is compacted: the live entr
 written to a temporary file that atomically replaces it. The file therefore stays below about
 ``2 * max_entries`` lines.
 
-Durability: the append happens before :meth:`ReplayCache.check_and_add` returns, so a
-process or container restart never forgets a nonce. By default there is no ``fsync`` per
-nonce; pass ``fsync=True`` to survive a host power loss as well, at the cost of one disk
-flush per instruction.
+Durability: the append (one ``write`` to the kernel) happens before
+:meth:`ReplayCache.check_and_add` returns, so a process or container crash-restart never
+forgets a nonce. A host power loss can still lose appends the kernel had not written back;
+:meth:`ReplayCache.sync` makes every append so far durable (``fsync``) and may run in a worker
+thread, so a caller can group-commit many nonces with one flush and act on an instruction only
+once its nonce is durable (the agent does: docs/agent.md). ``fsync=True`` instead flushes every
+append synchronously, at the cost of one disk flush per instruction.
 
 Bound: at most ``max_entries`` unexpired nonces (default 100 000: over 300 instructions per
 second for the whole 330-second window of the default lifetime cap and skew). When the cache
@@ -73,6 +76,8 @@ class ReplayCache:
         self._lock = threading.Lock()
         self._file: IO[bytes] | None = None
         self._lines = 0
+        self._appended = 0  # appends so far, and how many of them are known to be durable
+        self._synced = 0
         self._torn = False  # a failed append may have left half a line: start the next on a new one
         if self.path is not None:
             self._load(self.path)
@@ -125,6 +130,25 @@ class ReplayCache:
         """Rewrite the file with only the live entries (atomic replace)."""
         with self._lock:
             self._compact()
+
+    def sync(self) -> None:
+        """Make every nonce recorded so far durable (``fsync``); a no-op when nothing is new.
+
+        Thread-safe and meant for a worker thread: the lock is held only to duplicate the file
+        descriptor, so :meth:`check_and_add` is not blocked during the flush. A compaction in
+        between is harmless: the compacted file was written and flushed whole.
+        """
+        with self._lock:
+            target = self._appended
+            if self.path is None or self._file is None or self._synced >= target:
+                return
+            fd = os.dup(self._file.fileno())
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._synced = max(self._synced, target)
 
     def close(self) -> None:
         """Close the state file; the cache must not be used afterwards."""
@@ -203,8 +227,10 @@ class ReplayCache:
             written = file.write(data)
             data = data[written or 0 :]
         self._torn = False
+        self._appended += 1
         if self._fsync:
             os.fsync(file.fileno())
+            self._synced = self._appended
         self._lines += 1
 
     def _maybe_compact(self) -> None:
@@ -225,6 +251,7 @@ class ReplayCache:
             self._file = None
         atomic_write(self.path, f"{HEADER}\n{body}".encode("ascii"), mode=FILE_MODE, overwrite=True)
         self._lines = len(self._entries)
+        self._synced = self._appended  # the new file was flushed whole
         self._torn = False
 
 

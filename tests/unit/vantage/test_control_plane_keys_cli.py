@@ -124,6 +124,11 @@ def test_options_and_env_fallbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert options.settings.db_url == "sqlite:///x.db" and options.settings.unavailable_grace == 7.0
     assert options.settings.public_url == "https://cp.example.com:443"
     assert (options.host, options.port) == ("0.0.0.0", 8443)
+    assert (options.settings.message_rate, options.settings.message_burst) == (1000.0, 2000.0)
+    monkeypatch.setenv("VANTAGE_SESSION_MESSAGE_RATE", "300")
+    assert cli.parse_options([]).settings.message_rate == 300.0
+    options = cli.parse_options(["--session-message-rate", "250"])
+    assert (options.settings.message_rate, options.settings.message_burst) == (250.0, 500.0)
 
 
 @pytest.mark.parametrize(
@@ -132,6 +137,8 @@ def test_options_and_env_fallbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         (["--heartbeat-interval", "0"], "--heartbeat-interval must be at least"),
         (["--scheduler-tick", "nan"], "--scheduler-tick must be at least"),
         (["--unavailable-grace", "soon"], "--unavailable-grace must be a number"),
+        (["--session-message-rate", "0.5"], "--session-message-rate must be at least 1"),
+        (["--session-message-rate", "many"], "--session-message-rate must be a number"),
         (["--public-url", "ftp://x"], "--public-url"),
         (["--webhook-url", "file:///etc/passwd"], "--webhook-url"),
         (["--tls-cert", "/nonexistent", "--tls-key", "/nonexistent"], "cannot load TLS certificate"),

@@ -255,3 +255,12 @@ async def test_alerts_open_once_and_close(tmp_path: Path) -> None:
     assert [a.message for a in alerts.list(open_only=False, limit=10)] == ["down"]
     await alerts.close()
     await asyncio.sleep(0)
+
+
+def test_every_agent_rejection_reason_is_a_known_metric_label() -> None:
+    from vantage.control_plane.sessions import KNOWN_REJECTION_REASONS
+    from vantage.protocol.errors import REASONS
+
+    hello_and_release = {"wrong_challenge", "wrong_instance", "wrong_control_plane", "wrong_channel", "downgrade"}
+    agent_only = {"invalid_check", "shutting_down"}  # vantage.agent.session
+    assert KNOWN_REJECTION_REASONS == (REASONS - hello_and_release) | agent_only

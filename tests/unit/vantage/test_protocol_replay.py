@@ -164,3 +164,32 @@ def test_a_failed_append_is_refused_and_does_not_corrupt_later_entries(tmp_path:
     with ReplayCache(path) as restarted:
         assert nonce(2) in restarted
         assert len(restarted) == 1
+
+
+def test_sync_flushes_new_appends_once_and_may_run_in_another_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import threading
+
+    flushes: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (flushes.append(fd), real_fsync(fd))[1])
+    path = tmp_path / "replay"
+    with ReplayCache(path) as cache:  # no fsync per nonce
+        flushes.clear()
+        cache.check_and_add("a" * 32, NOW + 60, NOW)
+        assert flushes == []
+        worker = threading.Thread(target=cache.sync)
+        worker.start()
+        cache.check_and_add("b" * 32, NOW + 60, NOW)
+        worker.join()
+        cache.sync()
+        count = len(flushes)
+        assert 1 <= count <= 2
+        cache.sync()  # nothing new: no flush
+        assert len(flushes) == count
+    with ReplayCache(path) as restarted:
+        for nonce in ("a" * 32, "b" * 32):
+            with pytest.raises(VerificationError, match="replayed"):
+                restarted.check_and_add(nonce, NOW + 60, NOW)
