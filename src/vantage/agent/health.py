@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vantage.agent.files import write_atomic
+from vantage._fs import atomic_write
 
 STATUS_FILE = "status.json"
 #: Seconds added to 3 heartbeat intervals before a status is considered stale.
@@ -51,7 +51,7 @@ class Status:
         """Write the status file atomically (no directory fsync: it is rewritten constantly)."""
         self.updated_at = time.time() if now is None else now
         data = json.dumps(asdict(self), sort_keys=True).encode() + b"\n"
-        write_atomic(state_dir / STATUS_FILE, data, mode=0o644, sync_dir=False)
+        atomic_write(state_dir / STATUS_FILE, data, mode=0o644, sync_dir=False)
 
 
 def read_status(state_dir: Path) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vantage.agent.files import is_temporary, sync_directory
+from vantage._fs import fsync_directory, is_temporary
 
 log = logging.getLogger(__name__)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -86,7 +86,7 @@ def write_batch(directory: Path, batch: Batch) -> None:
                 tmp.unlink()
         raise
     if batch.writes:
-        sync_directory(directory)
+        fsync_directory(directory)
     for filename in batch.unlinks:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(directory / filename)

@@ -11,7 +11,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from vantage.protocol._fs import atomic_write
+from vantage._fs import atomic_write
 
 PUBLIC_KEY_BYTES = 32
 PRIVATE_KEY_MODE = 0o600

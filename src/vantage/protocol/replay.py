@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import IO, Self
 
-from vantage.protocol._fs import atomic_write
+from vantage._fs import atomic_write
 from vantage.protocol.errors import VerificationError
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from vantage.protocol._fs import atomic_write
+from vantage._fs import atomic_write
 from vantage.protocol.keys import key_id, public_key_b64, public_key_from_b64
 
 STATUSES = ("active", "next", "retired")

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from vantage.protocol import _fs
+from vantage import _fs
 from vantage.protocol.keys import (
     generate_key,
     key_id,

@@ -1,4 +1,4 @@
-"""Atomic file writes shared by the key, trust-store and replay-cache code."""
+"""Atomic, durable file writes shared by the protocol (keys, trust store, replay cache) and the agent."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int, overwrite: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int, overwrite: bool = True, sync_dir: bool = True) -> None:
     """Write ``data`` to ``path`` atomically with permissions ``mode``.
 
     The temporary file is created in the target directory with ``mode`` already applied
@@ -31,7 +31,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int, overwrite: bool = True) 
     final file would not be readable by, not even for an instant. It is fsync'ed, then moved
     into place, and the directory is fsync'ed. With ``overwrite=False`` an existing ``path``
     raises :class:`FileExistsError` (checked atomically with ``link`` where the file system
-    supports hard links).
+    supports hard links). ``sync_dir=False`` skips the directory fsync, for files rewritten so
+    often that losing the last rename in a power cut does not matter (the agent's status file).
     """
     path = Path(path)
     directory = path.parent
@@ -55,7 +56,13 @@ def atomic_write(path: Path, data: bytes, *, mode: int, overwrite: bool = True) 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_directory(directory)
+    if sync_dir:
+        fsync_directory(directory)
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a leftover temporary file of :func:`atomic_write`."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def _move_no_clobber(tmp: Path, path: Path) -> None:
