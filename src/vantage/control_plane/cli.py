@@ -104,23 +104,14 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _seconds(value: str, option: str, minimum: float) -> float:
+def _number(value: str, option: str, minimum: float, unit: str = "seconds") -> float:
+    """A finite number of ``unit`` of at least ``minimum``; a UsageError naming ``option`` otherwise."""
     try:
         number = float(value)
     except ValueError:
-        raise UsageError(f"{option} must be a number of seconds, not {value!r}") from None
+        raise UsageError(f"{option} must be a number of {unit}, not {value!r}") from None
     if not math.isfinite(number) or number < minimum:
-        raise UsageError(f"{option} must be at least {minimum:g} seconds")
-    return number
-
-
-def _rate(value: str, option: str, minimum: float) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise UsageError(f"{option} must be a number of messages per second, not {value!r}") from None
-    if not math.isfinite(number) or number < minimum:
-        raise UsageError(f"{option} must be at least {minimum:g} messages per second")
+        raise UsageError(f"{option} must be at least {minimum:g} {unit}")
     return number
 
 
@@ -158,18 +149,18 @@ def parse_options(argv: Sequence[str]) -> ServeOptions:
             raise UsageError(f"--public-url: {exc}") from None
     if args.webhook_url and not args.webhook_url.startswith(("http://", "https://")):
         raise UsageError("--webhook-url must be an http:// or https:// URL")
-    message_rate = _rate(args.session_message_rate, "--session-message-rate", 1)
+    message_rate = _number(args.session_message_rate, "--session-message-rate", 1, "messages per second")
     settings = Settings(
         db_url=args.db,
         signing_key_path=Path(args.signing_key),
         admin_token=admin_token,
         public_url=public_url,
-        heartbeat_interval=_seconds(args.heartbeat_interval, "--heartbeat-interval", 0.1),
-        unavailable_grace=_seconds(args.unavailable_grace, "--unavailable-grace", 0),
+        heartbeat_interval=_number(args.heartbeat_interval, "--heartbeat-interval", 0.1),
+        unavailable_grace=_number(args.unavailable_grace, "--unavailable-grace", 0),
         webhook_url=args.webhook_url,
-        scheduler_tick=_seconds(args.scheduler_tick, "--scheduler-tick", 0.01),
-        result_margin=_seconds(args.result_margin, "--result-margin", 0),
-        rotation_grace=_seconds(args.rotation_grace, "--rotation-grace", 0),
+        scheduler_tick=_number(args.scheduler_tick, "--scheduler-tick", 0.01),
+        result_margin=_number(args.result_margin, "--result-margin", 0),
+        rotation_grace=_number(args.rotation_grace, "--rotation-grace", 0),
         message_rate=message_rate,
         message_burst=2 * message_rate,
     )
