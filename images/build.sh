@@ -55,6 +55,12 @@ done
 command -v docker >/dev/null || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "no Docker engine answers (run 'make engine')"
 
+# One build at a time per checkout: concurrent runs (parallel Molecule scenarios, a developer's
+# second shell) share build/images and the image tags.
+mkdir -p "$WORK"
+exec 9>"$WORK/.lock"
+flock 9
+
 VERSION=$(sed -n 's/^__version__ = "\([^"]*\)"$/\1/p' "$TOP/src/vantage/__init__.py")
 [ -n "$VERSION" ] || die "cannot read __version__ from src/vantage/__init__.py"
 REVISION=$(git -C "$TOP" rev-parse HEAD 2>/dev/null || echo unknown)
