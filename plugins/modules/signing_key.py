@@ -33,18 +33,7 @@ author:
   - Vantage maintainers (@vantage)
 extends_documentation_fragment:
   - vantage.checkpoint.attributes
-attributes:
-  check_mode:
-    support: full
-    details:
-      - In check mode no key is generated, so RV(public_key) and RV(key_id) are not returned when a key would be created.
-  diff_mode:
-    support: full
-    details:
-      - The diff shows the key id, mode and ownership before and after, never key material.
-  platform:
-    support: full
-    platforms: posix
+  - vantage.checkpoint.key_file
 options:
   path:
     description:
@@ -57,18 +46,6 @@ options:
       - User that owns the key file, as a name or a numeric uid (the user the control plane runs as).
       - When not set, a new file belongs to the user the module runs as and an existing file keeps its owner.
     type: str
-  group:
-    description:
-      - Group of the key file, as a name or a numeric gid.
-      - When not set, a new file gets the module user's group and an existing file keeps its group.
-    type: str
-  mode:
-    description:
-      - Permissions of the key file, as an octal string such as V('0600') or V('0400').
-      - Modes that give the group or others any access, that do not let the owner read the key, or that set special
-        bits are refused. An existing file with another mode is corrected.
-    type: raw
-    default: '0600'
   state:
     description:
       - V(present) creates the key when it is missing and reads it otherwise.
@@ -77,10 +54,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-requirements:
-  - cryptography (Python library, on the managed host)
-notes:
-  - Changing the ownership of a file to another user needs root privileges (C(become)).
 seealso:
   - module: vantage.checkpoint.checkpoint_identity
 """
