@@ -2,7 +2,7 @@
 # Install the Debian packages the tests need on the machine that runs them (idempotent).
 # On a workstation that is not Debian, install the equivalents yourself (see bindep.txt).
 set -euo pipefail
-packages=(docker.io debootstrap nftables iproute2 shellcheck git rsync postgresql)
+packages=(docker.io debootstrap nftables iproute2 shellcheck git rsync postgresql chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

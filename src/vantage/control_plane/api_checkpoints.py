@@ -21,12 +21,12 @@ from vantage.protocol import key_id, public_key_from_b64
 log = logging.getLogger("vantage.control_plane.api")
 
 
-def _lives(core: ControlPlane, cp: str) -> dict[str, LiveView]:
+def live_views(core: ControlPlane, cp: str) -> dict[str, LiveView]:
     return {s.instance: s.view for s in core.registry.for_checkpoint(cp)}
 
 
 def _checkpoint_json(core: ControlPlane, cp: Checkpoint, instances: list[Instance]) -> dict[str, Any]:
-    lives = _lives(core, cp.name)
+    lives = live_views(core, cp.name)
     return {
         "name": cp.name,
         "description": cp.description,
@@ -50,7 +50,7 @@ def _checkpoint_json(core: ControlPlane, cp: Checkpoint, instances: list[Instanc
     }
 
 
-def _load_checkpoint(db: Any, name: str) -> tuple[Checkpoint, list[Instance]]:
+def load_checkpoint(db: Any, name: str) -> tuple[Checkpoint, list[Instance]]:
     cp = db.get(Checkpoint, name)
     if cp is None:
         raise v.ApiError(404, f"unknown checkpoint {name!r}", "checkpoint")
@@ -63,7 +63,7 @@ async def list_checkpoints(request: web.Request) -> web.Response:
     core = core_of(request)
     with core.db.session() as db:
         cps = list(db.scalars(select(Checkpoint).order_by(Checkpoint.name)).all())
-        out = [_checkpoint_json(core, *_load_checkpoint(db, cp.name)) for cp in cps]
+        out = [_checkpoint_json(core, *load_checkpoint(db, cp.name)) for cp in cps]
     return ok({"checkpoints": out})
 
 
@@ -96,7 +96,7 @@ async def put_checkpoint(request: web.Request) -> web.Response:
             if changed:
                 cp.updated_at = t
         db.flush()
-        answer = _checkpoint_json(core, *_load_checkpoint(db, name))
+        answer = _checkpoint_json(core, *load_checkpoint(db, name))
     if created:
         log.info("checkpoint %s created", name)
     return ok({**answer, "changed": changed}, 201 if created else 200)
@@ -107,7 +107,7 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     core = core_of(request)
     name = name_param(request, "cp", "checkpoint")
     with core.db.session() as db:
-        return ok(_checkpoint_json(core, *_load_checkpoint(db, name)))
+        return ok(_checkpoint_json(core, *load_checkpoint(db, name)))
 
 
 @requires("admin")
@@ -123,14 +123,14 @@ async def set_checkpoint_state(request: web.Request) -> web.Response:
     if state == "disabled" and not reason:
         raise v.invalid("reason", "a reason is required to disable a checkpoint")
     with core.db.session() as db:
-        cp, _ = _load_checkpoint(db, name)
+        cp, _ = load_checkpoint(db, name)
         new_reason = reason if state == "disabled" else None
         changed = (cp.admin_state, cp.disabled_reason) != (state, new_reason)
         cp.admin_state, cp.disabled_reason = state, new_reason
         if changed:
             cp.updated_at = now()
         db.flush()
-        answer = _checkpoint_json(core, *_load_checkpoint(db, name))
+        answer = _checkpoint_json(core, *load_checkpoint(db, name))
     if changed:
         log.info("checkpoint %s set %s%s", name, state, f" ({reason})" if new_reason else "")
     if state == "disabled":
@@ -143,8 +143,8 @@ async def checkpoint_health_view(request: web.Request) -> web.Response:
     core = core_of(request)
     name = name_param(request, "cp", "checkpoint")
     with core.db.session() as db:
-        cp, instances = _load_checkpoint(db, name)
-    return ok(checkpoint_health(cp, instances, _lives(core, name), now()))
+        cp, instances = load_checkpoint(db, name)
+    return ok(checkpoint_health(cp, instances, live_views(core, name), now()))
 
 
 def _instance_json(inst: Instance, changed: bool) -> dict[str, Any]:
@@ -176,7 +176,7 @@ async def put_instance(request: web.Request) -> web.Response:
     replace = v.opt_bool(body, "replace")
     t = now()
     with core.db.session() as db:
-        _load_checkpoint(db, cp_name)
+        load_checkpoint(db, cp_name)
         inst = db.scalar(select(Instance).where(Instance.checkpoint == cp_name, Instance.name == inst_name))
         if inst is None:
             inst = Instance(
@@ -211,7 +211,7 @@ async def delete_instance(request: web.Request) -> web.Response:
     cp_name = name_param(request, "cp", "checkpoint")
     inst_name = name_param(request, "inst", "instance")
     with core.db.session() as db:
-        _load_checkpoint(db, cp_name)
+        load_checkpoint(db, cp_name)
         inst = db.scalar(select(Instance).where(Instance.checkpoint == cp_name, Instance.name == inst_name))
         if inst is None:
             raise v.ApiError(404, f"instance {cp_name}/{inst_name} is not enrolled", "instance")

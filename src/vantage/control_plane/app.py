@@ -8,6 +8,7 @@ from vantage.control_plane.api import add_routes
 from vantage.control_plane.config import Settings
 from vantage.control_plane.core import CORE_KEY, ControlPlane
 from vantage.control_plane.sessions import agent_connect
+from vantage.control_plane.ui import add_ui_routes
 from vantage.control_plane.web_common import auth_middleware, error_middleware
 
 #: largest REST request body (monitors with an HTTP body to send are the biggest)
@@ -21,6 +22,7 @@ def create_app(settings: Settings) -> web.Application:
     app[CORE_KEY] = core
     add_routes(app)
     app.router.add_get("/api/v1/agent/connect", agent_connect)
+    add_ui_routes(app)
 
     async def start(_app: web.Application) -> None:
         await core.start()
