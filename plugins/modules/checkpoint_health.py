@@ -20,7 +20,7 @@ description:
     runs, and its Docker health check says C(healthy); the image it runs is the one the control plane sees;
     its identity key is present with mode C(0600) - and compares this host's clock with the control plane's HTTP C(Date) header
     (signed instructions live five minutes).
-  - With O(wait=true), asks again every O(poll_interval) seconds until the checkpoint is healthy or O(timeout) has passed.
+  - With O(wait=true), asks again every O(poll_interval) seconds until the checkpoint is healthy or O(wait_timeout) has passed.
   - The module changes nothing. It fails, listing every reason and not only the first, when the checkpoint is not
     healthy (unless O(fail_on_unhealthy=false)); it always fails, with a message of its own, when the control plane cannot be
     reached, refuses the API token or does not know the checkpoint.
@@ -41,10 +41,13 @@ attributes:
     support: full
     platforms: posix
 options:
-  timeout:
+  wait_timeout:
     description:
-      - The most seconds the module spends; every HTTP request to the control plane is limited to the time that is left.
+      - The most seconds the module spends in all; every HTTP request to the control plane is also limited to the
+        time that is left (and to O(timeout)).
       - With O(wait=true), how long to wait for the checkpoint to become healthy.
+      - O(timeout) keeps the meaning it has in every module of the C(group/vantage.checkpoint.checkpoint) action group:
+        seconds per HTTP request.
     type: int
     default: 120
   checkpoint:
@@ -91,7 +94,7 @@ options:
     default: 30
   wait:
     description:
-      - Whether to ask again until the checkpoint is healthy or O(timeout) seconds have passed.
+      - Whether to ask again until the checkpoint is healthy or O(wait_timeout) seconds have passed.
       - While waiting, a control plane that cannot be reached is asked again too (it may be restarting).
     type: bool
     default: false
@@ -136,7 +139,7 @@ EXAMPLES = r"""
     checkpoint: office-berlin
     instances: [a, b]
     wait: true
-    timeout: 120
+    wait_timeout: 120
   register: health
 
 - name: On a checkpoint host, also check the containers, the identity keys and the clock
@@ -338,7 +341,8 @@ class HealthCheck:
             hexpart = self.image_digest[len(DIGEST_PREFIX):]
             if not self.image_digest.startswith(DIGEST_PREFIX) or len(hexpart) != 64 or hexpart.strip("0123456789abcdef"):
                 module.fail_json(msg="image_digest must be sha256:<64 lower-case hex digits>, got %r" % params["image_digest"])
-        self.timeout = params["timeout"]
+        self.timeout = params["wait_timeout"]
+        self.request_timeout = params["timeout"]
         self.poll_interval = params["poll_interval"]
         if self.poll_interval <= 0:
             module.fail_json(msg="poll_interval must be a positive number of seconds")
@@ -374,7 +378,7 @@ class HealthCheck:
 
     def check_once(self, deadline):
         """One report; raises ControlPlaneError when the control plane cannot be asked."""
-        self.client.timeout = max(1, int(round(deadline - self.clock())))
+        self.client.timeout = max(1, min(self.request_timeout, int(round(deadline - self.clock()))))
         offset, dummy = server_clock(self.client)
         health, alerts = read_control_plane(self.client, self.checkpoint)
         expected = self.expected
@@ -463,7 +467,7 @@ class HealthCheck:
 def main():
     argument_spec = dict(CONTROL_PLANE_ARGUMENT_SPEC)
     argument_spec.update(
-        timeout=dict(type="int", default=120),
+        wait_timeout=dict(type="int", default=120),
         checkpoint=dict(type="str", required=True),
         instances=dict(type="list", elements="str"),
         min_healthy=dict(type="int"),

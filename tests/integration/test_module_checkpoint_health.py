@@ -115,7 +115,7 @@ class Site:
             "api_token": self.cp.admin_token,
             "ca_path": self.ca,
             "checkpoint": "office",
-            "timeout": 20,
+            "wait_timeout": 20,
         }
         args.update(extra)
         return args
@@ -239,7 +239,7 @@ def test_both_down_names_checkpoint_unavailable_then_wait_succeeds_after_restart
         started = time.monotonic()
         timer.start()
         try:
-            waited = ansible.run(site.args(wait=True, timeout=60, poll_interval=0.5))
+            waited = ansible.run(site.args(wait=True, wait_timeout=60, poll_interval=0.5))
         finally:
             timer.join()
         assert waited.rc == 0 and waited.result["healthy"] is True, waited.output
@@ -255,7 +255,7 @@ def test_wait_gives_up_after_timeout_with_every_reason(site: Site, ansible: Ansi
     site.stop("b")
     try:
         started = time.monotonic()
-        run = ansible.run(site.args(wait=True, timeout=4, poll_interval=1))
+        run = ansible.run(site.args(wait=True, wait_timeout=4, poll_interval=1))
         elapsed = time.monotonic() - started
         assert run.failed and "after waiting 4 s" in run.result["msg"] and "instance b is not connected" in run.result["msg"]
         assert run.result["attempts"] >= 3
@@ -286,7 +286,7 @@ def test_unknown_checkpoint_is_named_with_the_url(site: Site, ansible: Ansible) 
 
 def test_wrong_token_is_an_authentication_error_that_never_shows_the_token(site: Site, ansible: Ansible) -> None:
     wrong = "vt_wrong-" + secrets.token_hex(16)
-    run = ansible.run(site.args(api_token=wrong, wait=True, timeout=30))
+    run = ansible.run(site.args(api_token=wrong, wait=True, wait_timeout=30))
     assert run.failed
     assert run.result["msg"].startswith(f"authentication failed: the control plane at {site.cp.url} rejected the API token")
     assert run.result["attempts"] == 1  # waiting cannot fix a token
@@ -305,7 +305,7 @@ def test_unreachable_control_plane_is_reported_as_such(site: Site, ansible: Ansi
     assert "not healthy" not in run.result["msg"] and run.result["state"] == "unknown"
 
     started = time.monotonic()
-    waited = ansible.run(site.args(control_plane_url=url, wait=True, timeout=3, poll_interval=0.5))
+    waited = ansible.run(site.args(control_plane_url=url, wait=True, wait_timeout=3, poll_interval=0.5))
     assert waited.failed and waited.result["msg"].startswith(f"cannot reach the control plane at {url}: ")
     assert waited.result["attempts"] > 1 and time.monotonic() - started < 30
     assert_no_token(waited, site.cp.admin_token)
