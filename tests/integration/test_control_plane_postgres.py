@@ -8,16 +8,13 @@ reason shown in the test report.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from check_servers import postgres_server
 
 from vantage.control_plane.testing import Api, FakeAgent, Identity, eventually, make_settings, start_server
 from vantage.protocol import TrustStore
@@ -30,34 +27,10 @@ pytestmark = [
 ]
 
 
-def _as_postgres(args: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: drop to the ``postgres`` user when we are root."""
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *args]
-    return args
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    # not under pytest's tmp_path: that is private to root, and the server runs as postgres
-    base = Path(tempfile.mkdtemp(prefix="vantage-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    data = base / "data"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    subprocess.run(_as_postgres(["initdb", "-D", str(data), "-A", "trust", "-U", "postgres"]),
-                   check=True, capture_output=True, timeout=120)
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(_as_postgres(["pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(base / "log"), "start"]),
-                   check=True, capture_output=True, timeout=120)
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(_as_postgres(["pg_ctl", "-D", str(data), "-m", "immediate", "stop"]),
-                       check=False, capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+    with postgres_server(host_auth="trust") as server:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/postgres"
 
 
 async def test_postgres_full_flow_and_restart(tmp_path: Path, postgres_url: str) -> None:

@@ -54,6 +54,7 @@ class AgentConfig:
     trusted_keys: Path
     state_dir: Path
     ca_bundle: Path | None = None
+    credentials_file: Path | None = None
     allow_insecure: bool = False
     strip_content: bool = False
     strip_headers: bool = False
@@ -232,6 +233,14 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         None,
         "Extra CA certificates (PEM) trusted for the control plane and for checks.",
+    ),
+    Setting(
+        "credentials_file",
+        _parse_existing_file,
+        False,
+        None,
+        'Secrets for checks that log in (JSON, {"credentials": {name: {username, password, '
+        "private_key, passphrase}}}), referenced by name in monitors; mount it read-only.",
     ),
     Setting(
         "allow_insecure",

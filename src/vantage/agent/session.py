@@ -132,6 +132,7 @@ class Agent:
         """
         from vantage.agent.config import ConfigError
         from vantage.checks import CheckOptions, DataProtection
+        from vantage.checks.credentials import CredentialError, CredentialStore
         from vantage.protocol import InstructionVerifier, ReplayCache, load_private_key
 
         state_dir = config.state_dir
@@ -163,9 +164,16 @@ class Agent:
         )
         import ipaddress
 
+        credentials = CredentialStore.empty()
+        if config.credentials_file is not None:
+            try:
+                credentials = CredentialStore.load(config.credentials_file)
+            except CredentialError as exc:
+                raise ConfigError("VANTAGE_CREDENTIALS_FILE", str(exc)) from None
         options = CheckOptions(
             allow_networks=tuple(ipaddress.ip_network(net) for net in config.allow_networks),
             ca_bundle=None if config.ca_bundle is None else str(config.ca_bundle),
+            credentials=credentials,
         )
         runner = CheckRunner(options, protection, config.max_concurrency)
         outbox = Outbox(

@@ -146,7 +146,11 @@ def _name(value: x509.Name) -> str:
 
 def cert_info(conn: Connection) -> dict[str, Any]:
     """Subject, issuer, validity, SANs and fingerprint of the peer's leaf certificate."""
-    ssl_object = conn.writer.get_extra_info("ssl_object")
+    return cert_info_from_ssl(conn.writer.get_extra_info("ssl_object"))
+
+
+def cert_info_from_ssl(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any]:
+    """:func:`cert_info` for an SSL object of any transport (for checks driven by a protocol library)."""
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     if not der:
         return {}

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vantage import __version__
+from vantage.checks.credentials import CredentialStore
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -40,12 +41,18 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 @dataclass(frozen=True)
 class CheckOptions:
-    """Site-wide settings of the agent that every check run honours."""
+    """Site-wide settings of the agent that every check run honours.
+
+    ``credentials`` holds the checkpoint's named secrets (``VANTAGE_CREDENTIALS_FILE``); checks
+    that log in look up their spec's ``credential`` there, and :func:`run_check` redacts every
+    secret from the result.
+    """
 
     allow_networks: tuple[IPNetwork, ...] = ()
     blocked_networks: tuple[IPNetwork, ...] = DEFAULT_BLOCKED_NETWORKS
     ca_bundle: str | None = None
     user_agent: str = f"vantage-checkpoint/{__version__}"
+    credentials: CredentialStore = field(default_factory=CredentialStore.empty)
 
 
 class BlockedAddressError(Exception):

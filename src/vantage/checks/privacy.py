@@ -3,7 +3,8 @@
 The agent applies :meth:`DataProtection.apply` to every result before it is stored in the outbox
 or sent. It works on the protocol's result dict (``details`` nested) by key, at any depth:
 
-* ``strip_content`` drops :data:`CONTENT_KEYS` (bodies, excerpts, banners);
+* ``strip_content`` drops :data:`CONTENT_KEYS` (bodies, excerpts, banners, SFTP listings, query
+  results, server versions, mail servers' reply texts);
 * ``strip_headers`` drops :data:`HEADER_KEYS` (headers, and the redirect chain and final URL,
   which come from ``Location`` headers);
 * ``strip_ips`` drops :data:`IP_KEYS`, drops the DNS ``answers`` of A/AAAA/PTR checks, and
@@ -26,6 +27,10 @@ REDACTED = "<redacted>"
 
 CONTENT_KEYS = frozenset(
     {"body", "body_excerpt", "banner", "excerpt", "content", "received", "response_body"}
+    # ssh / sftp, postgres / mysql: directory listings, query results, server software versions
+    | {"listing", "first_row", "server_version"}
+    # smtp / imap: the server's reply text to a rejected command (banners/greetings are "banner")
+    | {"server_reply"}
 )
 HEADER_KEYS = frozenset(
     {"headers", "response_headers", "request_headers", "redirects", "final_url", "location", "set_cookie"}

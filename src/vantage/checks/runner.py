@@ -7,17 +7,24 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from vantage.checks.database import run_mysql, run_postgres
 from vantage.checks.dns import run_dns
 from vantage.checks.http import run_http
+from vantage.checks.http_multistep import run_http_multistep
+from vantage.checks.imap import run_imap
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, CheckResult, Probe
+from vantage.checks.smtp import run_smtp
 from vantage.checks.spec import CheckSpecError, validate_spec
+from vantage.checks.ssh import run_ssh
 from vantage.checks.tcp import run_tcp
 from vantage.checks.tls import run_tls
 
 Runner = Callable[[Mapping[str, Any], CheckOptions, Probe], Awaitable[None]]
 
-RUNNERS: dict[str, Runner] = {"http": run_http, "tcp": run_tcp, "dns": run_dns, "tls": run_tls}
+RUNNERS: dict[str, Runner] = {"http": run_http, "tcp": run_tcp, "dns": run_dns, "tls": run_tls,
+    "ssh": run_ssh, "postgres": run_postgres, "mysql": run_mysql,
+    "smtp": run_smtp, "imap": run_imap, "http_multistep": run_http_multistep}
 
 
 async def run_check(spec: Mapping[str, Any], options: CheckOptions) -> CheckResult:
@@ -58,11 +65,13 @@ async def run_check(spec: Mapping[str, Any], options: CheckOptions) -> CheckResu
         error = f"internal error during {probe.stage}: {type(exc).__name__}: {exc}"
     details = probe.details
     details["warnings"] = probe.warnings
+    # No secret leaves a check, even when a server or library quoted one in a message.
+    secrets = options.credentials
     return CheckResult(
         ok=error is None,
-        error=error,
+        error=None if error is None else secrets.redact(error),
         duration_ms=round((time.perf_counter() - start) * 1000.0, 3),
         started_at=started_at,
         phases=probe.phases,
-        details=details,
+        details=secrets.redact_value(details),
     )

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from vantage.control_plane import validation as v
 from vantage.control_plane.alerts import CHECKPOINT_UNAVAILABLE
 from vantage.control_plane.core import ControlPlane
-from vantage.control_plane.db import Checkpoint, Instance, now
+from vantage.control_plane.db import Checkpoint, CheckpointCredential, Instance, now
 from vantage.control_plane.health import LiveView, checkpoint_health, checkpoint_state
 from vantage.control_plane.sessions import CLOSE_REMOVED
 from vantage.control_plane.web_common import core_of, json_body, name_param, ok, requires
@@ -25,12 +25,21 @@ def live_views(core: ControlPlane, cp: str) -> dict[str, LiveView]:
     return {s.instance: s.view for s in core.registry.for_checkpoint(cp)}
 
 
-def _checkpoint_json(core: ControlPlane, cp: Checkpoint, instances: list[Instance]) -> dict[str, Any]:
+def credential_names(db: Any, checkpoint: str) -> list[str]:
+    """The credential names ``checkpoint`` declared (sorted; the values never reach the control plane)."""
+    query = select(CheckpointCredential.name).where(CheckpointCredential.checkpoint == checkpoint)
+    return sorted(db.scalars(query).all())
+
+
+def _checkpoint_json(
+    core: ControlPlane, cp: Checkpoint, instances: list[Instance], credentials: list[str]
+) -> dict[str, Any]:
     lives = live_views(core, cp.name)
     return {
         "name": cp.name,
         "description": cp.description,
         "labels": cp.labels,
+        "credentials": credentials,
         "state": checkpoint_state(cp, [lives.get(i.name) for i in instances]),
         "admin_state": cp.admin_state,
         "disabled_reason": cp.disabled_reason,
@@ -63,7 +72,9 @@ async def list_checkpoints(request: web.Request) -> web.Response:
     core = core_of(request)
     with core.db.session() as db:
         cps = list(db.scalars(select(Checkpoint).order_by(Checkpoint.name)).all())
-        out = [_checkpoint_json(core, *load_checkpoint(db, cp.name)) for cp in cps]
+        out = [
+            _checkpoint_json(core, *load_checkpoint(db, cp.name), credential_names(db, cp.name)) for cp in cps
+        ]
     return ok({"checkpoints": out})
 
 
@@ -73,9 +84,10 @@ async def put_checkpoint(request: web.Request) -> web.Response:
     core = core_of(request)
     name = name_param(request, "cp", "checkpoint")
     body = await json_body(request, empty_ok=True)
-    v.check_known_fields(body, {"description", "labels"})
+    v.check_known_fields(body, {"description", "labels", "credentials"})
     description = v.opt_str(body, "description", max_len=1000) if "description" in body else None
     labels = v.labels(body) if "labels" in body else None
+    credentials = v.credential_names(body) if "credentials" in body else None
     t = now()
     with core.db.session() as db:
         cp = db.get(Checkpoint, name)
@@ -93,10 +105,18 @@ async def put_checkpoint(request: web.Request) -> web.Response:
                 cp.description, changed = description, True
             if labels is not None and labels != cp.labels:
                 cp.labels_json, changed = json.dumps(labels), True
-            if changed:
-                cp.updated_at = t
+        if credentials is not None and credentials != credential_names(db, name):
+            db.flush()
+            declared = select(CheckpointCredential).where(CheckpointCredential.checkpoint == name)
+            for old in list(db.scalars(declared)):
+                db.delete(old)
+            db.flush()
+            db.add_all(CheckpointCredential(checkpoint=name, name=c) for c in credentials)
+            cp.updated_at, changed = t, True
+        elif changed:
+            cp.updated_at = t
         db.flush()
-        answer = _checkpoint_json(core, *load_checkpoint(db, name))
+        answer = _checkpoint_json(core, *load_checkpoint(db, name), credential_names(db, name))
     if created:
         log.info("checkpoint %s created", name)
     return ok({**answer, "changed": changed}, 201 if created else 200)
@@ -107,7 +127,7 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     core = core_of(request)
     name = name_param(request, "cp", "checkpoint")
     with core.db.session() as db:
-        return ok(_checkpoint_json(core, *load_checkpoint(db, name)))
+        return ok(_checkpoint_json(core, *load_checkpoint(db, name), credential_names(db, name)))
 
 
 @requires("admin")
@@ -130,7 +150,7 @@ async def set_checkpoint_state(request: web.Request) -> web.Response:
         if changed:
             cp.updated_at = now()
         db.flush()
-        answer = _checkpoint_json(core, *load_checkpoint(db, name))
+        answer = _checkpoint_json(core, *load_checkpoint(db, name), credential_names(db, name))
     if changed:
         log.info("checkpoint %s set %s%s", name, state, f" ({reason})" if new_reason else "")
     if state == "disabled":

@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 from vantage.checks import CheckSpecError, validate_spec
 from vantage.control_plane import validation as v
 from vantage.control_plane.alerts import MONITOR_DOWN, alert_json
+from vantage.control_plane.api_checkpoints import credential_names
 from vantage.control_plane.core import ControlPlane
 from vantage.control_plane.db import Checkpoint, Dispatch, Monitor, Release, Result, now
 from vantage.control_plane.web_common import core_of, json_body, limit_param, name_param, ok, requires
@@ -56,6 +57,16 @@ async def create_monitor(request: web.Request) -> web.Response:
     with core.db.session() as db:
         if db.get(Checkpoint, cp_name) is None:
             raise v.invalid("checkpoint", f"unknown checkpoint {cp_name!r}")
+        credential = spec.get("credential")
+        if credential is not None:
+            declared = credential_names(db, cp_name)
+            if credential not in declared:
+                raise v.invalid(
+                    "credential",
+                    f"checkpoint {cp_name!r} has no credential {credential!r} "
+                    f"(declared: {', '.join(declared) or 'none'}); add it to the checkpoint's "
+                    "checkpoint_credentials and redeploy, which declares the names here",
+                )
         monitor = Monitor(
             id=str(uuid.uuid4()), name=name, checkpoint=cp_name, spec_json=json.dumps(spec),
             interval_s=interval, timeout_s=float(spec["timeout_s"]), created_at=t, next_due=t, last_instance=None,

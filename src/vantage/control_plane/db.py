@@ -73,6 +73,21 @@ class Checkpoint(Base):
         return value if isinstance(value, dict) else {}
 
 
+class CheckpointCredential(Base):
+    """The NAME of a credential a checkpoint holds in its own secrets file (values never come here).
+
+    A table of its own rather than a column, so that ``create_schema`` adds it to an existing
+    database without a migration.
+    """
+
+    __tablename__ = "checkpoint_credentials"
+
+    checkpoint: Mapped[str] = mapped_column(
+        String(63), ForeignKey("checkpoints.name", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class Instance(Base):
     """An enrolled instance of a checkpoint, with its identity public key and last health."""
 

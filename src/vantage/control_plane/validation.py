@@ -114,3 +114,21 @@ def scopes(body: dict[str, Any], field: str = "scopes") -> list[str]:
         if item not in out:
             out.append(item)
     return sorted(out)
+
+
+CREDENTIAL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_CREDENTIALS = 256
+
+
+def credential_names(body: dict[str, Any], field: str = "credentials") -> list[str]:
+    """A list of credential names (never values): unique, each ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}``."""
+    value = body.get(field)
+    if not isinstance(value, list) or len(value) > MAX_CREDENTIALS:
+        raise invalid(field, f"{field} must be a list of at most {MAX_CREDENTIALS} credential names")
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not CREDENTIAL_NAME_RE.match(name):
+            raise invalid(
+                f"{field}.{i}",
+                "credential names match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} (names only: secrets stay at the checkpoint)",
+            )
+    return sorted(set(value))

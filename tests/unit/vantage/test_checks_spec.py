@@ -151,4 +151,4 @@ def test_not_a_mapping() -> None:
 
 def test_check_fields_unknown_type() -> None:
     with pytest.raises(CheckSpecError):
-        check_fields("smtp")
+        check_fields("gopher")
