@@ -46,7 +46,7 @@ options:
       - The most seconds the module spends in all; every HTTP request to the control plane is also limited to the
         time that is left (and to O(timeout)).
       - With O(wait=true), how long to wait for the checkpoint to become healthy.
-      - O(timeout) keeps the meaning it has in every module of the C(group/vantage.checkpoint.checkpoint) action group:
+      - O(timeout) keeps the meaning it has in every module of the C(group/vantage.checkpoint.checkpoint) action group,
         seconds per HTTP request.
     type: int
     default: 120
