@@ -18,6 +18,7 @@ Nothing here imports the Docker SDK: it is plain data handling, unit-tested on i
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import json
 import re
@@ -44,6 +45,11 @@ ICC_OPTION = "com.docker.network.bridge.enable_icc"
 IDENTITY_KEY_PATH = "/etc/vantage/identity.pem"
 TRUSTED_KEYS_PATH = "/etc/vantage/trusted_keys.json"
 CA_BUNDLE_PATH = "/etc/vantage/ca-bundle.pem"
+CREDENTIALS_PATH = "/etc/vantage/credentials.json"
+#: a fingerprint of the credentials file's content (HMAC keyed with the instance's identity key), so
+#: that new secrets replace the instances (the agent reads the file at start-up); not a VANTAGE_*
+#: name, which the agent would warn about as unknown
+CREDENTIALS_REVISION_ENV = "CHECKPOINT_CREDENTIALS_REVISION"
 STATE_DIR_PATH = "/var/lib/vantage"
 TMPFS = {"/tmp": "rw,noexec,nosuid,nodev,size=64m"}
 SECURITY_OPT = ["no-new-privileges:true"]
@@ -56,6 +62,8 @@ RESERVED_ENV = (
     "VANTAGE_IDENTITY_KEY",
     "VANTAGE_TRUSTED_KEYS",
     "VANTAGE_CA_BUNDLE",
+    "VANTAGE_CREDENTIALS_FILE",
+    CREDENTIALS_REVISION_ENV,
     "VANTAGE_STATE_DIR",
     "VANTAGE_IMAGE_DIGEST",
     "VANTAGE_CONFIG",
@@ -140,6 +148,16 @@ def parse_memory(value, option="memory"):
     if size < 6 * 1024 ** 2:
         raise SpecError("option %s must be at least 6m (the engine's minimum), got %r" % (option, value))
     return size
+
+
+def credentials_revision(identity_key, content):
+    """The fingerprint of a credentials file's ``content`` (bytes) for one instance.
+
+    HMAC-SHA256 keyed with the instance's identity key (bytes of its file), so that the value, which
+    ``docker inspect`` and the module's diff show, tells nothing about the secrets - a plain hash of
+    a file holding one weak password could be guessed offline.
+    """
+    return hmac.new(identity_key, content, hashlib.sha256).hexdigest()[:32]
 
 
 def env_value(value):
@@ -279,6 +297,9 @@ class CheckpointSpec:
             raise SpecError("option control_plane_url must be an https:// (or http://) URL, got %r" % self.control_plane_url)
         self.trusted_keys = params["trusted_keys"]
         self.ca_bundle = params.get("ca_bundle")
+        self.credentials_file = params.get("credentials_file")
+        #: instance name -> credentials_revision(); filled by the caller, which can read the host files
+        self.credentials_revisions = {}
         self.env = check_env(params.get("env"), "env")
         self.user = params.get("user") or "10001:10001"
         if self.user.split(":", 1)[0] in ("0", "root"):
@@ -328,6 +349,8 @@ class CheckpointSpec:
         result = [("trusted_keys", self.trusted_keys, "file")]
         if self.ca_bundle:
             result.append(("ca_bundle", self.ca_bundle, "file"))
+        if self.credentials_file:
+            result.append(("credentials_file", self.credentials_file, "file"))
         for item in self.instances:
             result.append(("instances[%s].identity_key" % item["name"], item["identity_key"], "file"))
             result.append(("instances[%s].state_dir" % item["name"], item["state_dir"], "directory"))
@@ -349,6 +372,11 @@ class CheckpointSpec:
         )
         if self.ca_bundle:
             env["VANTAGE_CA_BUNDLE"] = CA_BUNDLE_PATH
+        if self.credentials_file:
+            env["VANTAGE_CREDENTIALS_FILE"] = CREDENTIALS_PATH
+            revision = self.credentials_revisions.get(instance["name"])
+            if revision:
+                env[CREDENTIALS_REVISION_ENV] = revision
         return env
 
     def mounts(self, instance):
@@ -360,6 +388,8 @@ class CheckpointSpec:
         ]
         if self.ca_bundle:
             result.append((self.ca_bundle, CA_BUNDLE_PATH, True))
+        if self.credentials_file:
+            result.append((self.credentials_file, CREDENTIALS_PATH, True))
         return result
 
     def desired_settings(self, instance, image_id, image_config):

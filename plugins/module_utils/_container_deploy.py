@@ -29,6 +29,7 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container impo
     bridge_name,
     config_hash,
     container_name,
+    credentials_revision,
     differences,
     display_settings,
     observed_settings,
@@ -133,6 +134,7 @@ class CheckpointDeployment:
     def present(self):
         spec = self.spec
         self.check_host_files()
+        self.read_credentials_revisions()
         containers = self.engine.checkpoint_containers(spec.checkpoint)
         self.check_names(containers)
         image_id, image_config = self.resolve_image()
@@ -195,6 +197,31 @@ class CheckpointDeployment:
                 raise DeployError("option %s: %s is not a regular file" % (option, path))
             if kind == "directory" and not stat.S_ISDIR(mode):
                 raise DeployError("option %s: %s is not a directory" % (option, path))
+
+    def read_credentials_revisions(self):
+        """Fingerprint the credentials file per instance, so that new secrets replace the instances.
+
+        Only with a local engine (the files are on this host); a remote engine's instances are
+        replaced when the O(credentials_file) path changes, not when its content does.
+        """
+        spec = self.spec
+        if not spec.credentials_file or not self.docker_host.startswith("unix://"):
+            return
+        try:
+            with open(spec.credentials_file, "rb") as handle:
+                content = handle.read()
+        except (IOError, OSError) as exc:
+            raise DeployError("option credentials_file: %s cannot be read: %s" % (spec.credentials_file, exc.strerror))
+        for instance in spec.instances:
+            try:
+                with open(instance["identity_key"], "rb") as handle:
+                    key = handle.read()
+            except (IOError, OSError) as exc:
+                raise DeployError(
+                    "option instances[%s].identity_key: %s cannot be read: %s"
+                    % (instance["name"], instance["identity_key"], exc.strerror)
+                )
+            spec.credentials_revisions[instance["name"]] = credentials_revision(key, content)
 
     def check_names(self, containers):
         """A container that carries one of our names but not our labels is somebody else's: refuse."""

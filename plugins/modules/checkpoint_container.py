@@ -18,7 +18,7 @@ description:
     ports, memory, CPU and PID limits, bounded C(json-file) logs, an init process and a healthcheck.
   - Each instance's container is called C(vantage-<checkpoint>-<instance>) and labelled
     C(io.vantage.checkpoint), C(io.vantage.instance) and C(io.vantage.config-hash) (a fingerprint of its settings).
-    The instance's identity key and the trusted keys (and the CA bundle) are mounted read-only under
+    The instance's identity key and the trusted keys (and the CA bundle and credentials file) are mounted read-only under
     C(/etc/vantage/), its state directory read-write at C(/var/lib/vantage), and the C(VANTAGE_*) variables of
     the agent point to them.
   - The module reads each existing container back (C(docker inspect)) and compares it with the desired settings.
@@ -122,16 +122,29 @@ options:
     description:
       - Host path of extra CA certificates (PEM) for the control plane connection and checks, mounted read-only.
     type: path
+  credentials_file:
+    description:
+      - Host path of the checkpoint's credentials file for checks that log in (JSON - an object whose key
+        C(credentials) maps each credential name to its C(username), C(password), C(private_key), C(passphrase)),
+        mounted read-only at C(/etc/vantage/credentials.json) in every instance; C(VANTAGE_CREDENTIALS_FILE)
+        points to it. The container user must be able to read it; keep it mode C(0600), owned by that user.
+      - The agent reads the file when it starts, so the instances are replaced (one at a time) when this option is
+        added, removed or changed, and also when the file's B(content) changes - the module records a fingerprint
+        of the content in the variable C(CHECKPOINT_CREDENTIALS_REVISION), an HMAC-SHA256 keyed with the instance's
+        identity key, which tells nothing about the secrets. The content is compared only with a C(unix://)
+        O(docker_host) (the file must be on the managed host).
+      - The module never returns or shows the file's content.
+    type: path
   env:
     description:
       - More environment variables for every instance, for example the data protection switches
         (C(VANTAGE_DP_STRIP_CONTENT), C(VANTAGE_DP_STRIP_HEADERS), C(VANTAGE_DP_STRIP_IPS)) or C(HTTPS_PROXY).
         Booleans become V(true)/V(false).
       - The variables the module sets itself (C(VANTAGE_CONTROL_PLANE_URL), C(VANTAGE_CHECKPOINT), C(VANTAGE_INSTANCE),
-        C(VANTAGE_IDENTITY_KEY), C(VANTAGE_TRUSTED_KEYS), C(VANTAGE_CA_BUNDLE), C(VANTAGE_STATE_DIR),
-        C(VANTAGE_IMAGE_DIGEST), C(VANTAGE_CONFIG)) are refused.
-      - Do not put secrets here - they would be visible in C(docker inspect). The agent's only secret, its identity
-        key, is a mounted file.
+        C(VANTAGE_IDENTITY_KEY), C(VANTAGE_TRUSTED_KEYS), C(VANTAGE_CA_BUNDLE), C(VANTAGE_CREDENTIALS_FILE),
+        C(CHECKPOINT_CREDENTIALS_REVISION), C(VANTAGE_STATE_DIR), C(VANTAGE_IMAGE_DIGEST), C(VANTAGE_CONFIG)) are refused.
+      - Do not put secrets here - they would be visible in C(docker inspect). The agent's secrets, its identity
+        key and the check credentials (O(credentials_file)), are mounted files.
     type: dict
   network:
     description:
@@ -280,6 +293,7 @@ EXAMPLES = r"""
     control_plane_url: https://cp.lab.example.com
     trusted_keys: /etc/vantage/trusted_keys.json
     ca_bundle: /etc/vantage/ca.pem
+    credentials_file: /etc/vantage/checkpoints/lab/credentials.json
     health_timeout: 60
     healthcheck:
       test: [vantage, agent, healthcheck]
@@ -418,6 +432,7 @@ def main():
         control_plane_url=dict(type="str"),
         trusted_keys=dict(type="path"),
         ca_bundle=dict(type="path"),
+        credentials_file=dict(type="path"),
         env=dict(type="dict"),
         network=dict(type="str"),
         user=dict(type="str", default="10001:10001"),

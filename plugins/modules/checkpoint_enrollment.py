@@ -20,6 +20,8 @@ description:
     (C(PUT /api/v1/checkpoints/{checkpoint}/instances/{instance})) or removes the instance (C(DELETE) on the same path).
   - An instance enrolled with another key is only re-enrolled with O(replace=true); otherwise the module fails and
     names the key id that is enrolled. Replacing a key disconnects the instance's current session.
+  - With O(credentials), the module also makes the names of the check credentials the checkpoint declares equal to
+    that list (C(PUT /api/v1/checkpoints/{checkpoint}) with C(credentials), only when they differ).
 author:
   - Vantage maintainers (@vantage)
 extends_documentation_fragment:
@@ -34,7 +36,8 @@ attributes:
   diff_mode:
     support: full
     details:
-      - The diff shows whether the checkpoint exists, whether the instance is enrolled, and the key id before and after.
+      - The diff shows whether the checkpoint exists, whether the instance is enrolled, and the key id before and after;
+        with O(credentials), also the declared credential names.
   platform:
     support: full
     platforms: posix
@@ -66,9 +69,22 @@ options:
     description:
       - Whether to create the checkpoint when it does not exist yet (with O(state=present)).
       - With V(false) a missing checkpoint makes the module fail.
-      - An existing checkpoint is never modified.
+      - An existing checkpoint is not modified, except for its credential names with O(credentials).
     type: bool
     default: true
+  credentials:
+    description:
+      - The names of the credentials for checks that log in which the checkpoint holds in its credentials file
+        (see M(vantage.checkpoint.checkpoint_container) O(vantage.checkpoint.checkpoint_container#module:credentials_file)).
+        The control plane accepts monitors naming only declared credentials.
+      - B(Names only) - the secrets never go to the control plane. Each name is 1-64 characters V(A-Z), V(a-z), V(0-9),
+        V(_), V(.) and V(-), starting with a letter or digit; order and duplicates do not matter.
+      - The checkpoint's declared names become exactly this list (V([]) removes them all). When not set, the names are
+        left as they are.
+      - Only with O(state=present). Every instance of a checkpoint must be given the same list, or the runs for
+        different instances undo each other.
+    type: list
+    elements: str
   state:
     description:
       - V(present) enrolls the instance with O(public_key).
@@ -106,6 +122,15 @@ EXAMPLES = r"""
     instance: a
     public_key: "{{ identity.public_key }}"
     replace: true
+
+- name: Enroll instance a and declare the checkpoint's credential names (the secrets stay on the host)
+  vantage.checkpoint.checkpoint_enrollment:
+    control_plane_url: https://cp.example.com:8443
+    api_token: "{{ vantage_enroll_token }}"
+    checkpoint: office-berlin
+    instance: a
+    public_key: "{{ identity.public_key }}"
+    credentials: "{{ checkpoint_credentials | list }}"
 
 - name: Set the connection once for the whole play
   module_defaults:
@@ -161,7 +186,17 @@ checkpoint_created:
   returned: always
   type: bool
   sample: false
+credentials:
+  description:
+    - The credential names the checkpoint declares after the module ran (sorted; in check mode, the predicted names).
+    - V(null) when O(credentials) is not set or with O(state=absent).
+  returned: always
+  type: list
+  elements: str
+  sample: [mail-probe, sftp-probe]
 """
+
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -174,6 +209,23 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._control_plane 
 )
 from ansible_collections.vantage.checkpoint.plugins.module_utils._diff import DifferenceTracker
 from ansible_collections.vantage.checkpoint.plugins.module_utils._keys import key_id_from_b64
+
+#: the agent's and the control plane's rule for credential names
+CREDENTIAL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_CREDENTIALS = 256
+
+
+def check_credential_names(names):
+    """The sorted, de-duplicated names; ValueError naming a bad one (names are not secret)."""
+    if len(names) > MAX_CREDENTIALS:
+        raise ValueError("credentials: at most %d names, got %d" % (MAX_CREDENTIALS, len(names)))
+    for name in names:
+        if not isinstance(name, str) or not CREDENTIAL_NAME_RE.match(name):
+            raise ValueError(
+                "credentials: %r is not a credential name (1-64 characters A-Z, a-z, 0-9, '_', '.', '-', starting with "
+                "a letter or digit; names only - the secrets stay at the checkpoint)" % (name,)
+            )
+    return sorted(set(names))
 
 
 class EnrollmentManager:
@@ -192,6 +244,12 @@ class EnrollmentManager:
             self.instance = check_name(params["instance"], "instance")
         except ValueError as exc:
             module.fail_json(msg=str(exc))
+        self.credentials = None
+        if params.get("credentials") is not None and self.state == "present":
+            try:
+                self.credentials = check_credential_names(params["credentials"])
+            except ValueError as exc:
+                module.fail_json(msg=str(exc))
         self.public_key = None
         self.key_id = None
         if self.state == "present":
@@ -206,6 +264,8 @@ class EnrollmentManager:
         self.checkpoint_created = False
         self.result_instance = None
         self.result_key_id = None
+        self.result_credentials = None
+        self.credentials_changed = False
 
     # --- control plane ---------------------------------------------------------------------------
 
@@ -241,6 +301,31 @@ class EnrollmentManager:
             enrolled_at=entry.get("enrolled_at"),
         )
 
+    def declared(self, checkpoint, method):
+        names = checkpoint.get("credentials") if isinstance(checkpoint, dict) else None
+        if not isinstance(names, list):
+            raise ControlPlaneError(
+                "%s %s: the control plane does not report the checkpoint's credentials (is it older than the "
+                "credentials feature?)" % (method, api_path("checkpoints", self.checkpoint))
+            )
+        return sorted(names)
+
+    def converge_credentials(self, checkpoint):
+        """Declare exactly ``self.credentials`` at an existing checkpoint (PUT only when they differ)."""
+        before = self.declared(checkpoint, "GET")
+        self.diff.add("credentials", before, self.credentials)
+        self.result_credentials = before
+        if before == self.credentials:
+            return
+        self.changed = self.credentials_changed = True
+        self.result_credentials = list(self.credentials)
+        if self.check_mode:
+            return
+        dummy, answer = self.client.request(
+            "PUT", api_path("checkpoints", self.checkpoint), body={"credentials": self.credentials}, accept=(200, 201)
+        )
+        self.result_credentials = self.declared(answer, "PUT")
+
     def conflict(self, enrolled_key_id):
         self.module.fail_json(
             msg="instance %s is already enrolled with key id %s (the given public_key has key id %s); "
@@ -263,19 +348,28 @@ class EnrollmentManager:
                 )
             self.changed = self.checkpoint_created = True
             if not self.check_mode:
-                self.client.request("PUT", api_path("checkpoints", self.checkpoint), body={}, accept=(200, 201))
+                body = {} if self.credentials is None else {"credentials": self.credentials}
+                dummy, answer = self.client.request("PUT", api_path("checkpoints", self.checkpoint), body=body, accept=(200, 201))
+                if self.credentials is not None:
+                    self.result_credentials = self.declared(answer, "PUT")
+            elif self.credentials is not None:
+                self.result_credentials = list(self.credentials)
+            if self.credentials is not None:
+                self.diff.add("credentials", [], self.credentials)
         else:
             current = self.find_instance(checkpoint)
 
         self.diff.add("enrolled", current is not None, True)
         self.diff.add("key_id", current["key_id"] if current else None, self.key_id)
 
+        if current is not None and current["public_key"] != self.public_key and not self.replace:
+            self.conflict(current["key_id"])  # before any change
+        if checkpoint is not None and self.credentials is not None:
+            self.converge_credentials(checkpoint)
         if current is not None and current["public_key"] == self.public_key:
             self.result_instance = current
             self.result_key_id = current["key_id"]
             return
-        if current is not None and not self.replace:
-            self.conflict(current["key_id"])
 
         self.changed = True
         self.result_key_id = self.key_id
@@ -298,7 +392,7 @@ class EnrollmentManager:
             raise ControlPlaneError("PUT %s: unexpected answer from the control plane" % api_path("checkpoints", self.checkpoint, "instances", self.instance))
         self.result_instance = self.normalize(answer, name_field="instance")
         self.result_key_id = self.result_instance["key_id"]
-        if status == 200 and answer.get("changed") is False and not self.checkpoint_created:
+        if status == 200 and answer.get("changed") is False and not self.checkpoint_created and not self.credentials_changed:
             # the same key was enrolled meanwhile: nothing changed after all
             self.changed = False
             self.diff.add("enrolled", True, True)
@@ -334,6 +428,7 @@ class EnrollmentManager:
             key_id=self.result_key_id,
             instance=self.result_instance,
             checkpoint_created=self.checkpoint_created,
+            credentials=self.result_credentials,
         )
         if self.module._diff:
             result["diff"] = self.diff.diff()
@@ -348,6 +443,7 @@ def main():
         public_key=dict(type="str"),
         replace=dict(type="bool", default=False),
         create_checkpoint=dict(type="bool", default=True),
+        credentials=dict(type="list", elements="str"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
     )
     module = AnsibleModule(

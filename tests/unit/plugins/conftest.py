@@ -101,6 +101,7 @@ class FakeControlPlane:
 
     def __init__(self):
         self.checkpoints = {}
+        self.credentials = {}  # checkpoint -> declared credential names (sorted)
         self.requests = []
         self.lock = threading.Lock()
         self.before_put_instance = None
@@ -134,7 +135,7 @@ class FakeControlPlane:
             return 403, {"error": "this token lacks the enroll scope"}, {}
         match = CHECKPOINT_PATH.match(path)
         if match:
-            return self.checkpoint(method, match.group(1))
+            return self.checkpoint(method, match.group(1), body)
         match = INSTANCE_PATH.match(path)
         if match:
             return self.instance(method, match.group(1), match.group(2), body)
@@ -146,6 +147,7 @@ class FakeControlPlane:
             "name": cp,
             "description": "",
             "labels": {},
+            "credentials": list(self.credentials.get(cp, [])),
             "state": "unavailable",
             "instances": [
                 dict(name=name, public_key=i["public_key"], keyid=i["keyid"], enrolled_at=i["enrolled_at"], connected=False, last_heartbeat=None)
@@ -153,7 +155,7 @@ class FakeControlPlane:
             ],
         }
 
-    def checkpoint(self, method, cp):
+    def checkpoint(self, method, cp, body=None):
         if method == "GET":
             if cp not in self.checkpoints:
                 return 404, {"error": "unknown checkpoint %r" % cp, "field": "checkpoint"}, {}
@@ -161,7 +163,12 @@ class FakeControlPlane:
         if method == "PUT":
             created = cp not in self.checkpoints
             self.checkpoints.setdefault(cp, {})
-            return (201 if created else 200), dict(self.checkpoint_json(cp), changed=created), {}
+            changed = created
+            if isinstance(body, dict) and "credentials" in body:
+                names = sorted(set(body["credentials"]))
+                changed = changed or names != self.credentials.get(cp, [])
+                self.credentials[cp] = names
+            return (201 if created else 200), dict(self.checkpoint_json(cp), changed=changed), {}
         return 405, {"error": "method not allowed"}, {}
 
     def instance(self, method, cp, inst, body):

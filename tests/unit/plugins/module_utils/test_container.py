@@ -16,6 +16,7 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container impo
     check_extra_hosts,
     config_hash,
     container_name,
+    credentials_revision,
     differences,
     display_settings,
     healthcheck_from_engine,
@@ -144,6 +145,8 @@ def test_bridge_name_is_a_short_deterministic_interface_name():
         (dict(user="root"), "option user"),
         (dict(user="0:0"), "option user"),
         (dict(env={"VANTAGE_INSTANCE": "x"}), "option env may not set VANTAGE_INSTANCE"),
+        (dict(env={"VANTAGE_CREDENTIALS_FILE": "/x"}), "option env may not set VANTAGE_CREDENTIALS_FILE"),
+        (dict(env={"CHECKPOINT_CREDENTIALS_REVISION": "x"}), "may not set CHECKPOINT_CREDENTIALS_REVISION"),
         (dict(env={"1BAD": "x"}), "not a valid environment variable name"),
         (dict(cpus=0.0), "option cpus"),
         (dict(pids_limit=4), "option pids_limit"),
@@ -245,3 +248,54 @@ def test_extra_hosts_become_sorted_docker_entries():
 def test_extra_hosts_refuse_bad_entries_by_name(value, message):
     with pytest.raises(SpecError, match=message):
         check_extra_hosts(value)
+
+
+def test_the_credentials_file_is_mounted_read_only_and_named_in_the_environment():
+    spec = CheckpointSpec(params(credentials_file="/etc/vantage/checkpoints/office-berlin/credentials.json"))
+    spec.credentials_revisions = {"a": "0123456789abcdef0123456789abcdef"}
+    for instance in spec.instances:
+        assert ("/etc/vantage/checkpoints/office-berlin/credentials.json", "/etc/vantage/credentials.json",
+                True) in spec.mounts(instance)
+        assert spec.environment(instance)["VANTAGE_CREDENTIALS_FILE"] == "/etc/vantage/credentials.json"
+        assert ("credentials_file", "/etc/vantage/checkpoints/office-berlin/credentials.json", "file") in spec.host_files()
+    a, b = spec.instances
+    assert spec.environment(a)["CHECKPOINT_CREDENTIALS_REVISION"] == "0123456789abcdef0123456789abcdef"
+    assert "CHECKPOINT_CREDENTIALS_REVISION" not in spec.environment(b)  # no revision known (remote engine)
+    desired = spec.desired_settings(a, IMAGE_ID, IMAGE_CONFIG)
+    assert differences(observed_settings(inspect_of(spec, a), IMAGE_CONFIG), desired) == []
+    # the revision is a sensitive-looking name: the diff masks it
+    assert display_settings(desired)["env"]["CHECKPOINT_CREDENTIALS_REVISION"] == "********"
+
+
+def test_without_a_credentials_file_the_settings_are_those_of_before():
+    spec = CheckpointSpec(params())
+    instance = spec.instances[0]
+    settings = spec.desired_settings(instance, IMAGE_ID, IMAGE_CONFIG)
+    assert "credentials" not in str(settings).lower()
+    # so that deployments without credentials keep their fingerprint (no replacement on upgrade)
+    assert sorted(settings) == sorted(observed_settings(inspect_of(spec, instance), IMAGE_CONFIG))
+
+
+def test_adding_or_changing_the_credentials_file_is_a_difference():
+    before = CheckpointSpec(params())
+    container = inspect_of(before, before.instances[0])
+    with_file = CheckpointSpec(params(credentials_file="/etc/vantage/creds.json"))
+    desired = with_file.desired_settings(with_file.instances[0], IMAGE_ID, IMAGE_CONFIG)
+    assert differences(observed_settings(container, IMAGE_CONFIG), desired) == ["env", "mounts"]
+    with_file.credentials_revisions = {"a": credentials_revision(b"key a", b"new content")}
+    deployed = inspect_of(with_file, with_file.instances[0])
+    with_file.credentials_revisions = {"a": credentials_revision(b"key a", b"newer content")}
+    desired = with_file.desired_settings(with_file.instances[0], IMAGE_ID, IMAGE_CONFIG)
+    assert differences(observed_settings(deployed, IMAGE_CONFIG), desired) == ["env"]
+
+
+def test_the_credentials_revision_is_keyed_and_tells_nothing_about_the_content():
+    import hashlib
+
+    content = b'{"credentials": {"db": {"password": "hunter2"}}}'
+    revision = credentials_revision(b"identity key of a", content)
+    assert revision == credentials_revision(b"identity key of a", content)
+    assert len(revision) == 32 and int(revision, 16) >= 0
+    assert revision != credentials_revision(b"identity key of b", content)
+    assert revision != credentials_revision(b"identity key of a", content + b" ")
+    assert revision not in hashlib.sha256(content).hexdigest()

@@ -7,6 +7,8 @@ operations, the health gates and the roll-back. (tests/integration runs it on a 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.vantage.checkpoint.plugins.module_utils._container import (
@@ -313,3 +315,78 @@ def test_an_image_without_healthcheck_needs_the_option():
     with_option = run(engine, healthcheck=dict(test=["true"], interval=1, timeout=1, retries=1, start_period=0))
     assert not with_option.failed, with_option.result
     assert engine.container("vantage-cp-a")["Config"]["Healthcheck"]["Test"] == ["CMD", "true"]
+
+
+CANARY = "canary-pw-5e1f0c"
+
+
+def local_files(tmp_path, instances=("a", "b")):
+    """Host files for a unix:// engine, whose paths the module checks and reads."""
+    (tmp_path / "trusted_keys.json").write_text("{}")
+    files = {}
+    for name in instances:
+        (tmp_path / ("%s.pem" % name)).write_bytes(b"identity key of " + name.encode())
+        (tmp_path / ("state-%s" % name)).mkdir()
+    files["instances"] = [dict(name=n, identity_key=str(tmp_path / ("%s.pem" % n)), state_dir=str(tmp_path / ("state-%s" % n)),
+                               env=None) for n in instances]  # fmt: skip
+    files["trusted_keys"] = str(tmp_path / "trusted_keys.json")
+    files["docker_host"] = "unix:///var/run/docker.sock"
+    return files
+
+
+def run_local(engine, files, **kwargs):
+    module = FakeModule(dict(params(**kwargs), **files))
+    with pytest.raises(Exit) as info:
+        CheckpointDeployment(module, engine=engine).run()
+    return info.value
+
+
+def write_credentials(path, password):
+    path.write_text(json.dumps({"credentials": {"db": {"username": "probe", "password": password}}}, sort_keys=True))
+
+
+def test_new_credentials_replace_the_instances_one_at_a_time_and_are_never_shown(tmp_path):
+    files = local_files(tmp_path)
+    credentials = tmp_path / "credentials.json"
+    write_credentials(credentials, CANARY)
+    engine = FakeEngine()
+    first = run_local(engine, files, image=OLD)
+    assert not first.failed and actions(first) == [("a", "created"), ("b", "created")]
+    engine.ops = []
+    added = run_local(engine, files, image=OLD, credentials_file=str(credentials))
+    assert not added.failed, added.result
+    assert actions(added) == [("a", "replaced"), ("b", "replaced")]
+    assert added.result["instances"][0]["changes"] == ["env", "mounts"]
+    container = engine.container("vantage-cp-a")
+    assert {"Source": str(credentials), "Target": "/etc/vantage/credentials.json", "ReadOnly": True} in container["HostConfig"]["Mounts"]
+    env = dict(item.split("=", 1) for item in container["Config"]["Env"])
+    assert env["VANTAGE_CREDENTIALS_FILE"] == "/etc/vantage/credentials.json"
+    revision_a = env["CHECKPOINT_CREDENTIALS_REVISION"]
+    env_b = dict(item.split("=", 1) for item in engine.container("vantage-cp-b")["Config"]["Env"])
+    assert revision_a != env_b["CHECKPOINT_CREDENTIALS_REVISION"]  # keyed per instance
+    engine.ops = []
+    again = run_local(engine, files, image=OLD, credentials_file=str(credentials))
+    assert not again.result["changed"] and engine.ops == []
+    write_credentials(credentials, CANARY + "-rotated")
+    rotated = run_local(engine, files, image=OLD, credentials_file=str(credentials))
+    assert actions(rotated) == [("a", "replaced"), ("b", "replaced")]
+    assert rotated.result["instances"][0]["changes"] == ["env"]
+    assert [op[:2] for op in engine.ops[:5]] == [
+        ("rename", "vantage-cp-a"), ("create", "vantage-cp-a"), ("stop", "vantage-cp-a-previous"),
+        ("start", "vantage-cp-a"), ("remove", "vantage-cp-a-previous"),
+    ]  # fmt: skip
+    for outcome in (added, again, rotated):
+        text = json.dumps(outcome.result)
+        assert CANARY not in text and "probe" not in text
+        assert revision_a not in text  # masked in the diff too
+    removed = run_local(engine, files, image=OLD)
+    assert actions(removed) == [("a", "replaced"), ("b", "replaced")]
+    assert all(m["Target"] != "/etc/vantage/credentials.json" for m in engine.container("vantage-cp-a")["HostConfig"]["Mounts"])
+
+
+def test_a_missing_credentials_file_fails_naming_the_option(tmp_path):
+    files = local_files(tmp_path)
+    engine = FakeEngine()
+    outcome = run_local(engine, files, image=OLD, credentials_file=str(tmp_path / "nope.json"))
+    assert outcome.failed and outcome.result["msg"].startswith("option credentials_file: ")
+    assert engine.ops == []

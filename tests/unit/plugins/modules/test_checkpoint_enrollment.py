@@ -234,3 +234,73 @@ def test_tls_with_the_control_planes_ca(run_module, tls_control_plane):
     assert not unverified.failed and unverified.result["changed"] is False
     for run in (untrusted, trusted, unverified):
         assert tls_control_plane.GOOD_TOKEN not in run.output
+
+
+# --- credentials: the names the checkpoint declares (never the secrets) ----------------------------
+
+
+def test_credentials_are_declared_with_a_new_checkpoint(enroll, control_plane):
+    run = enroll(public_key=KEY_A, credentials=["sftp-probe", "mail-probe", "mail-probe"])
+    assert not run.failed and run.result["changed"] is True
+    assert run.result["credentials"] == ["mail-probe", "sftp-probe"]
+    assert control_plane.requests[1][:3] == ("PUT", "/api/v1/checkpoints/office", {"credentials": ["mail-probe", "sftp-probe"]})
+    assert control_plane.credentials["office"] == ["mail-probe", "sftp-probe"]
+    assert run.result["diff"]["before"]["credentials"] == [] and run.result["diff"]["after"]["credentials"] == ["mail-probe", "sftp-probe"]
+    control_plane.requests[:] = []
+    again = enroll(public_key=KEY_A, credentials=["mail-probe", "sftp-probe"])
+    assert again.result["changed"] is False and again.result["credentials"] == ["mail-probe", "sftp-probe"]
+    assert control_plane.writes() == []
+
+
+def test_credentials_of_an_enrolled_instance_are_made_equal_with_one_put(enroll, control_plane):
+    control_plane.add_instance("office", "a", KEY_A)
+    control_plane.credentials["office"] = ["db-probe", "mail-probe"]
+    check = enroll(public_key=KEY_A, credentials=["mail-probe", "sftp-probe"], check_mode=True)
+    assert check.result["changed"] is True and control_plane.writes() == []
+    assert check.result["credentials"] == ["mail-probe", "sftp-probe"]
+    assert check.result["diff"]["before"]["credentials"] == ["db-probe", "mail-probe"]
+    assert check.result["diff"]["after"]["credentials"] == ["mail-probe", "sftp-probe"]
+    run = enroll(public_key=KEY_A, credentials=["mail-probe", "sftp-probe"])
+    assert run.result["changed"] is True and run.result["credentials"] == ["mail-probe", "sftp-probe"]
+    assert [(m, p, b) for m, p, b, a in control_plane.writes()] == [
+        ("PUT", "/api/v1/checkpoints/office", {"credentials": ["mail-probe", "sftp-probe"]})
+    ]
+    assert control_plane.credentials["office"] == ["mail-probe", "sftp-probe"]
+    control_plane.requests[:] = []
+    again = enroll(public_key=KEY_A, credentials=["sftp-probe", "mail-probe"])
+    assert again.result["changed"] is False and control_plane.writes() == []
+    assert again.result["diff"]["before"] == again.result["diff"]["after"]
+
+
+def test_an_empty_list_removes_the_names_and_omitting_it_leaves_them(enroll, control_plane):
+    control_plane.add_instance("office", "a", KEY_A)
+    control_plane.credentials["office"] = ["db-probe"]
+    left = enroll(public_key=KEY_A)
+    assert left.result["changed"] is False and left.result["credentials"] is None
+    assert "credentials" not in left.result["diff"]["after"] and control_plane.writes() == []
+    cleared = enroll(public_key=KEY_A, credentials=[])
+    assert cleared.result["changed"] is True and cleared.result["credentials"] == []
+    assert control_plane.credentials["office"] == []
+
+
+def test_a_key_conflict_fails_before_the_names_are_changed(enroll, control_plane):
+    control_plane.add_instance("office", "a", KEY_A)
+    run = enroll(public_key=KEY_B, credentials=["mail-probe"])
+    assert run.failed and "already enrolled" in run.result["msg"]
+    assert control_plane.writes() == [] and control_plane.credentials.get("office") is None
+
+
+@pytest.mark.parametrize("name", ["p@ss w0rd!", "-leading-dash", "x" * 65, ""])
+def test_a_bad_credential_name_fails_before_any_request(enroll, control_plane, name):
+    run = enroll(public_key=KEY_A, credentials=["mail-probe", name])
+    assert run.failed and run.result["msg"].startswith("credentials: %r is not a credential name" % name)
+    assert control_plane.requests == []
+
+
+def test_a_control_plane_without_credential_names_is_reported(enroll, control_plane):
+    control_plane.add_instance("office", "a", KEY_A)
+    original = control_plane.checkpoint_json
+    control_plane.checkpoint_json = lambda cp: dict((k, v) for k, v in original(cp).items() if k != "credentials")
+    run = enroll(public_key=KEY_A, credentials=["mail-probe"])
+    assert run.failed and "does not report the checkpoint's credentials" in run.result["msg"]
+    assert control_plane.writes() == []
