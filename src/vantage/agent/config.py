@@ -13,19 +13,16 @@ import difflib
 import ipaddress
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from vantage import contract
 
 ENV_PREFIX = "VANTAGE_"
 CONFIG_FILE_VARIABLE = "VANTAGE_CONFIG"
 DEFAULT_STATE_DIR = "/var/lib/vantage"
-#: Checkpoint and instance names: what the control plane accepts (lower-case DNS-label style).
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TRUE = {"1", "true", "yes"}
 _FALSE = {"0", "false", "no", ""}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -55,7 +52,6 @@ class AgentConfig:
     state_dir: Path
     ca_bundle: Path | None = None
     credentials_file: Path | None = None
-    allow_insecure: bool = False
     strip_content: bool = False
     strip_headers: bool = False
     strip_ips: bool = False
@@ -105,11 +101,8 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
 
 
 def _parse_name(value: str) -> str:
-    if not _NAME_RE.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid name (lower-case letters, digits and '-', at most 63, "
-            "starting with a letter or digit)"
-        )
+    if not contract.is_valid("name", value):
+        raise ValueError(f"must be {contract.RULES['name'][1]}, got {value!r}")
     return value
 
 
@@ -129,7 +122,7 @@ def _parse_existing_file(value: str) -> Path:
 def _parse_digest(value: str) -> str | None:
     if not value:
         return None
-    if not _DIGEST_RE.match(value):
+    if not contract.is_valid("digest", value):
         raise ValueError(f"expected sha256:<64 lowercase hex digits>, got {value!r}")
     return value
 
@@ -153,29 +146,12 @@ def _parse_log_level(value: str) -> str:
     return level
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _parse_url(value: str) -> str:
-    """Check the control plane URL and return it without a trailing slash."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in {"https", "http"}:
-        raise ValueError(f"expected an https:// URL, got {value!r}")
-    if not parts.hostname:
-        raise ValueError(f"no host in {value!r}")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError("must not carry credentials, a query or a fragment")
+    """Check the control plane URL (the one policy of :mod:`vantage.contract`); no trailing slash."""
     try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-    return value.strip().rstrip("/")
+        return contract.control_plane_url(value)
+    except contract.ContractError:
+        raise ValueError(f"must be {contract.URL_RULE}, got {value!r}") from None
 
 
 # --------------------------------------------------------------------------- the settings
@@ -202,7 +178,7 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_url,
         True,
         None,
-        "Control plane base URL (https://; http:// only to loopback or with ALLOW_INSECURE).",
+        "Control plane base URL (https://; http:// only to a loopback address).",
     ),
     Setting("checkpoint", _parse_name, True, None, "Checkpoint name."),
     Setting("instance", _parse_name, True, None, "Instance name within the checkpoint."),
@@ -241,13 +217,6 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         'Secrets for checks that log in (JSON, {"credentials": {name: {username, password, '
         "private_key, passphrase}}}), referenced by name in monitors; mount it read-only.",
-    ),
-    Setting(
-        "allow_insecure",
-        _parse_bool,
-        False,
-        "false",
-        "Allow plain http:// / ws:// to a non-loopback control plane (testing only).",
     ),
     Setting(
         "dp_strip_content",
@@ -385,13 +354,6 @@ def load_config(
         except ValueError as exc:
             raise ConfigError(source, str(exc)) from None
     config = AgentConfig(**parsed)
-    host = urlsplit(config.control_plane_url).hostname or ""
-    if config.control_plane_url.startswith("http://") and not (config.allow_insecure or _is_loopback(host)):
-        raise ConfigError(
-            values["control_plane_url"][1],
-            "plain http:// is allowed only to a loopback address; use https:// "
-            "(or set VANTAGE_ALLOW_INSECURE=true for a test setup)",
-        )
     return config, warnings
 
 

@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from vantage import contract
 from vantage.checks.result import CheckFailure
 
 REDACTED = "***"
 SECRET_FIELDS = ("password", "private_key", "passphrase")
 CREDENTIAL_FIELDS = ("username", *SECRET_FIELDS)
-#: Credential names: what a monitor may reference (and the control plane validates).
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_FILE_BYTES = 1024 * 1024
 MAX_VALUE_CHARS = 64 * 1024
 #: Lines of a PEM body at least this long are redacted on their own too (a library may quote one).
@@ -142,10 +141,10 @@ class CredentialStore:
             raise CredentialError(f"{source}: unknown top-level key {extra[0]!r} (only 'credentials')")
         items: list[Credential] = []
         for name, entry in data["credentials"].items():
-            if not isinstance(name, str) or not NAME_RE.match(name):
+            if not contract.is_valid("credential_name", name):
                 raise CredentialError(
-                    f"{source}: credential name {name!r} is invalid (letters, digits, '_', '.', '-', "
-                    "at most 64, starting with a letter or digit)"
+                    f"{source}: credential name {name!r} is invalid "
+                    f"({contract.RULES['credential_name'][1]})"
                 )
             if not isinstance(entry, Mapping):
                 raise CredentialError(f"{source}: credential {name!r} must be an object of fields")

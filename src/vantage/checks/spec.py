@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
+from vantage import contract
+
 CHECK_TYPES = ("http", "tcp", "dns", "tls", "ssh", "postgres", "mysql", "smtp", "imap", "http_multistep")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DNS_RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "PTR")
@@ -229,9 +231,6 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-_CREDENTIAL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
 def _credential(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     """``credential``: the name of a secret in the checkpoint's credentials file (never a value).
 
@@ -239,11 +238,10 @@ def _credential(spec: Mapping[str, Any], out: dict[str, Any]) -> None:
     created (it knows the names each checkpoint declares) and by the agent when it runs.
     """
     name = _str(spec, "credential", max_len=64)
-    if name is not None and not _CREDENTIAL_NAME_RE.match(name):
+    if name is not None and not contract.is_valid("credential_name", name):
         raise CheckSpecError(
             "credential",
-            "must be a credential name (letters, digits, '_', '.', '-', at most 64, "
-            "starting with a letter or digit), not a secret value",
+            f"must be a credential name ({contract.RULES['credential_name'][1]}), not a secret value",
         )
     out["credential"] = name
 

@@ -175,11 +175,9 @@ async def list_alerts(request: web.Request) -> web.Response:
 def _release_fields(body: dict[str, Any]) -> tuple[str, str, str]:
     v.check_known_fields(body, {"image", "digest", "version"})
     image = v.req_str(body, "image", max_len=512)
-    if not v.IMAGE_RE.match(image):
+    if not v.IMAGE_RE.fullmatch(image):
         raise v.invalid("image", "image must be a repository reference without whitespace or digest")
-    digest = v.req_str(body, "digest", max_len=71)
-    if not v.DIGEST_RE.match(digest):
-        raise v.invalid("digest", "digest must be sha256:<64 lowercase hex digits>")
+    digest = v.check_rule("digest", v.req_str(body, "digest", max_len=71), "digest")
     version = v.req_str(body, "version", max_len=64)
     try:
         parse_version(version)

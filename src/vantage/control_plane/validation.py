@@ -6,9 +6,9 @@ import math
 import re
 from typing import Any
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-IMAGE_RE = re.compile(r"^[^\s@]{1,512}$")
+from vantage import contract
+
+IMAGE_RE = re.compile(r"[^\s@]{1,512}")
 SCOPES = ("admin", "enroll", "read")
 
 
@@ -33,11 +33,17 @@ def invalid(field: str, message: str) -> ApiError:
     return ApiError(422, message, field)
 
 
+def check_rule(rule: str, value: Any, field: str) -> str:
+    """``value`` when it follows the :mod:`vantage.contract` ``rule``; a 422 naming ``field``."""
+    try:
+        return contract.check(rule, value, field)
+    except contract.ContractError as exc:
+        raise invalid(field, str(exc)) from None
+
+
 def check_name(value: Any, field: str) -> str:
-    """A checkpoint, instance or channel name: ``[a-z0-9][a-z0-9-]{0,62}``."""
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise invalid(field, f"{field} must match [a-z0-9][a-z0-9-]{{0,62}}")
-    return value
+    """A checkpoint, instance or channel name (the contract's ``name`` rule)."""
+    return check_rule("name", value, field)
 
 
 def check_object(body: Any) -> dict[str, Any]:
@@ -116,19 +122,19 @@ def scopes(body: dict[str, Any], field: str = "scopes") -> list[str]:
     return sorted(out)
 
 
-CREDENTIAL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_CREDENTIALS = 256
 
 
 def credential_names(body: dict[str, Any], field: str = "credentials") -> list[str]:
-    """A list of credential names (never values): unique, each ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}``."""
+    """A list of credential names (never values): unique, each following the contract's rule."""
     value = body.get(field)
     if not isinstance(value, list) or len(value) > MAX_CREDENTIALS:
         raise invalid(field, f"{field} must be a list of at most {MAX_CREDENTIALS} credential names")
     for i, name in enumerate(value):
-        if not isinstance(name, str) or not CREDENTIAL_NAME_RE.match(name):
+        if not contract.is_valid("credential_name", name):
             raise invalid(
                 f"{field}.{i}",
-                "credential names match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} (names only: secrets stay at the checkpoint)",
+                f"credential names are {contract.RULES['credential_name'][1]} "
+                "(names only: secrets stay at the checkpoint)",
             )
     return sorted(set(value))

@@ -10,7 +10,6 @@ for another.
 from __future__ import annotations
 
 import hmac
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from vantage import contract
 from vantage.protocol import _payload
 from vantage.protocol.constants import HELLO_TYPE
 from vantage.protocol.envelope import sign
@@ -30,7 +30,6 @@ DEFAULT_MAX_AGE = 60
 #: websocket schemes compare equal to their HTTP counterparts (one server answers both).
 _SCHEME_ALIASES = {"https": "https", "wss": "https", "http": "http", "ws": "http"}
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-_NAME = re.compile(r"[^/\s]{1,253}")
 
 
 def normalize_url(url: str) -> str:
@@ -66,8 +65,7 @@ def normalize_url(url: str) -> str:
 
 
 def _check_name(value: str, what: str) -> None:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ValueError(f"{what} must be a non-empty name without '/' or whitespace, not {value!r}")
+    contract.check("name", value, what)
 
 
 def make_hello(

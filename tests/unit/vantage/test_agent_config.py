@@ -45,9 +45,9 @@ def test_minimal_configuration_and_defaults(env: dict[str, str]) -> None:
         ("VANTAGE_CONTROL_PLANE_URL", "ftp://cp.example.com", "https://"),
         ("VANTAGE_CONTROL_PLANE_URL", "http://cp.example.com", "loopback"),
         ("VANTAGE_CONTROL_PLANE_URL", "https://user:pw@cp.example.com", "credentials"),
-        ("VANTAGE_CONTROL_PLANE_URL", "https://cp.example.com:99999", "ort"),
-        ("VANTAGE_CHECKPOINT", "Site A", "not a valid name"),
-        ("VANTAGE_INSTANCE", "a/b", "not a valid name"),
+        ("VANTAGE_CONTROL_PLANE_URL", "https://cp.example.com:99999", "99999"),
+        ("VANTAGE_CHECKPOINT", "Site A", "must be 1 to 63 characters a-z"),
+        ("VANTAGE_INSTANCE", "a/b", "must be 1 to 63 characters a-z"),
         ("VANTAGE_IDENTITY_KEY", "/nonexistent/key.pem", "not a readable file"),
         ("VANTAGE_DP_STRIP_IPS", "maybe", "true or false"),
         ("VANTAGE_MAX_CONCURRENCY", "0", "between"),
@@ -77,14 +77,14 @@ def test_missing_required_variable(env: dict[str, str], variable: str) -> None:
         load_config(env)
 
 
-def test_plain_http_only_to_loopback_or_when_allowed(env: dict[str, str]) -> None:
+def test_plain_http_only_to_loopback(env: dict[str, str]) -> None:
     env["VANTAGE_CONTROL_PLANE_URL"] = "http://127.0.0.1:8080"
     assert load_config(env)[0].connect_url == "ws://127.0.0.1:8080/api/v1/agent/connect"
     env["VANTAGE_CONTROL_PLANE_URL"] = "http://localhost:8080"
     load_config(env)
     env["VANTAGE_CONTROL_PLANE_URL"] = "http://cp.internal:8080"
-    env["VANTAGE_ALLOW_INSECURE"] = "true"
-    assert load_config(env)[0].allow_insecure
+    with pytest.raises(ConfigError, match="^VANTAGE_CONTROL_PLANE_URL: must be an https:// URL"):
+        load_config(env)
 
 
 def test_all_settings(env: dict[str, str], tmp_path: Path) -> None:
