@@ -224,6 +224,7 @@ ssl_cert = <{cert}
 ssl_key = <{key}
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
+auth_failure_delay = 0
 mail_location = maildir:{dir}/mail/%u
 passdb {{
   driver = passwd-file
@@ -246,6 +247,9 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service stats {{
   inet_listener http {{

@@ -15,6 +15,8 @@ and goes to ``details.server_reply``, which data protection removes with ``strip
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -96,6 +98,8 @@ async def run_smtp(spec: Mapping[str, Any], options: CheckOptions, probe: Probe)
     details["tls_mode"] = mode
     details["server_name"] = server_name
     context = tls_context(bool(spec["verify_tls"]), options.ca_bundle)
+    # Known before connecting, so that the socket goes to the client without a wait in between.
+    ehlo_name = spec["ehlo_name"] or await asyncio.to_thread(socket.getfqdn)
     sock, _peer = await connect_vetted_socket(host, port, options, probe)
     smtp = aiosmtplib.SMTP(
         hostname=server_name,
@@ -103,7 +107,7 @@ async def run_smtp(spec: Mapping[str, Any], options: CheckOptions, probe: Probe)
         use_tls=mode == "implicit",
         start_tls=False,
         tls_context=context,
-        local_hostname=spec["ehlo_name"],
+        local_hostname=ehlo_name,
         timeout=float(spec["timeout_s"]),
     )
     try:
@@ -160,9 +164,23 @@ async def run_smtp(spec: Mapping[str, Any], options: CheckOptions, probe: Probe)
                     raise _failure(exc, probe, "AUTH") from None
             details["authenticated"] = True
         try:
-            await smtp.quit(timeout=1.0)
+            await smtp.execute_command(b"QUIT", timeout=1.0)
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             pass  # the check has its answer; a server that drops QUIT is not a failure
     finally:
-        smtp.close()
-        sock.close()
+        _abort(smtp)
+
+
+def _abort(smtp: aiosmtplib.SMTP) -> None:
+    """Drop the session through its transport, which owns the socket once ``connect`` was called.
+
+    Never close the socket itself: under a TLS session its transport is still registered with
+    the event loop (a graceful close waits for the server's close_notify), so the descriptor
+    would be freed while in use and the next socket to get it would fail with "File descriptor
+    N is used by transport". Aborting the TLS transport aborts the TCP transport beneath it,
+    which closes the socket and unregisters it.
+    """
+    transport = smtp.transport
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()
+    smtp.close()  # releases the client's lock; the aborted transport is not closed twice

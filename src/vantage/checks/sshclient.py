@@ -149,9 +149,11 @@ async def run(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) -> N
         raise CheckFailure(f"connection closed by the server during {probe.stage}") from None
     finally:
         if conn is None:
-            sock.close()
+            # Once asyncssh made a connection, its transport owns the socket: close through it.
             if client.conn is not None:
                 client.conn.abort()
+            else:
+                sock.close()
     _report(client, probe)
     if not client.kex_done:  # pragma: no cover - asyncssh returns only after authentication
         raise CheckFailure("SSH key exchange did not complete")
