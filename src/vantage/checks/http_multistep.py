@@ -1,6 +1,6 @@
 """The ``http_multistep`` check: a short transaction of HTTP requests sharing cookies and variables.
 
-Each step is one request through the ``http`` check's client (:func:`vantage.checks.http._exchange`:
+Each step is one request through the HTTP client of :mod:`vantage.checks.httpclient` (
 vetted addresses, TLS verification, bounded body, per-phase timings — summed over all steps and
 hops), with redirects followed hop by hop so that a cookie set on a redirect (the usual login
 answer) is kept. Cookies live in an RFC 6265 jar (``aiohttp.CookieJar``) for the run only.
@@ -26,34 +26,22 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 from vantage.checks.credentials import REDACTED, Credential
-from vantage.checks.http import (
-    _CREDENTIAL_HEADERS,
-    REDIRECT_STATUSES,
-    Response,
-    _describe_expected,
-    _exchange,
-    _status_ok,
-    _text,
-)
-from vantage.checks.net import expiry_warning
+from vantage.checks.httpclient import Request, Response, check_response, fetch
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import MAX_REDIRECTS, VARIABLE_RE, CheckSpecError, normalize_url, parse_json_path
+from vantage.checks.spec import VARIABLE_RE, CheckSpecError, normalize_url, parse_json_path
 
 #: Split a folded ``Set-Cookie`` header (the client joins repeated headers with ", ") at commas
 #: that start a new ``name=`` — never inside an ``Expires=Wed, 21 Oct ...`` date.
 _SET_COOKIE_SPLIT = re.compile(r",\s*(?=[!#$%&'*+\-.^_`|~0-9A-Za-z]+=)")
 _MIN_REDACT = 4
 _MISSING = object()
-
-
-class _Failure(CheckFailure):
-    pass
 
 
 def _json_lookup(document: Any, path: list[str | int]) -> Any:
@@ -140,56 +128,23 @@ class _Run:
 
     # -- one step ---------------------------------------------------------------------------
 
-    async def request(
-        self, url: str, method: str, headers: dict[str, str], body: str | None
-    ) -> tuple[Response, str]:
+    def with_cookies(self, request: Request) -> Request:
+        """``request`` with the jar's cookies for its URL, unless the step sets ``Cookie`` itself."""
+        if any(k.lower() == "cookie" for k in request.headers):
+            return request
+        cookies = self.cookie_header(request.url)
+        return request if cookies is None else replace(request, headers={**request.headers, "Cookie": cookies})
+
+    async def request(self, request: Request) -> Response:
         """One step's request with its redirects; cookies are stored and sent at every hop."""
-        origin = urlsplit(url)[:2]
-        hops = 0
-        user_cookie = any(k.lower() == "cookie" for k in headers)
-        while True:
-            sent = dict(headers)
-            jar_cookie = None if user_cookie else self.cookie_header(url)
-            if jar_cookie:
-                sent["Cookie"] = jar_cookie
-            resp = await _exchange(url, method, sent, body, self.spec, self.options, self.probe)
-            self.store_cookies(resp, url)
-            tls = self.probe.details.get("tls")
-            if isinstance(tls, dict):
-                warning = expiry_warning(tls, int(self.spec["cert_expiry_warning_days"]))
-                if warning and warning not in self.probe.warnings:
-                    self.probe.warnings.append(warning)
-            location = resp.header("location")
-            if not (self.spec["follow_redirects"] and resp.status in REDIRECT_STATUSES and location):
-                return resp, url
-            hops += 1
-            if hops > MAX_REDIRECTS:
-                raise CheckFailure(f"too many redirects (more than {MAX_REDIRECTS})")
-            try:
-                url = normalize_url(urljoin(url, location.strip()))
-            except ValueError:
-                raise CheckFailure(f"redirect {hops} points to an invalid or unsupported URL") from None
-            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
-                if method != "HEAD":
-                    method = "GET"
-                body = None
-            if urlsplit(url)[:2] != origin:  # never carry credentials to another origin
-                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
-                user_cookie = False
-                origin = urlsplit(url)[:2]
+        resp, _final = await fetch(
+            request, self.spec, self.options, self.probe,
+            prepare=self.with_cookies, received=lambda sent, hop: self.store_cookies(hop, sent.url),
+        )
+        return resp
 
     def check(self, step: Mapping[str, Any], resp: Response, text: str) -> None:
-        expected: list[int] | None = step["expected_status"]
-        if not _status_ok(resp.status, expected):
-            raise CheckFailure(f"expected status {_describe_expected(expected)}, got {resp.status}")
-        keyword: str | None = step["keyword"]
-        if keyword is not None and keyword not in text:
-            raise CheckFailure(
-                f"keyword {keyword!r} not found in the first {self.spec['max_body_bytes']} bytes"
-            )
-        absent: str | None = step["keyword_absent"]
-        if absent is not None and absent in text:
-            raise CheckFailure(f"keyword {absent!r} found in the response body but must be absent")
+        check_response(step, resp, text, int(self.spec["max_body_bytes"]))
         document: Any = _MISSING
         for assertion in step["json"] or []:
             if document is _MISSING:
@@ -252,9 +207,9 @@ async def run_http_multistep(spec: Mapping[str, Any], options: CheckOptions, pro
             if any(c in v for v in headers.values() for c in "\r\n\x00"):
                 raise CheckFailure("a header value contains a line break once the variables are filled in")
             body = None if step["body"] is None else run.fill(step["body"])
-            resp, _final = await run.request(url, step["method"], headers, body)
+            resp = await run.request(Request(url, step["method"], headers, body))
             record["status_code"] = resp.status
-            text = _text(resp)
+            text = resp.text()
             run.check(step, resp, text)
             record["extracted"] = sorted(step["extract"] or {})
         except CheckFailure as exc:
