@@ -31,16 +31,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vantage.checks.net import (
-    Connection,
-    cert_info,
-    expiry_warning,
-    start_tls,
-    tls_context,
-    tls_session_info,
-)
+from vantage.checks.net import Connection, connect_vetted_socket, open_vetted, secure, tls_context
 from vantage.checks.netpolicy import CheckOptions
-from vantage.checks.rawsock import connect_vetted_socket
 from vantage.checks.result import CheckFailure, Probe
 from vantage.checks.spec import parse_host_port
 
@@ -61,27 +53,13 @@ MYSQL_CHARSET_UTF8MB4 = 45
 # --- step 1: the handshake probe ---------------------------------------------------------------
 
 
-async def _open(host: str, port: int, options: CheckOptions, probe: Probe) -> Connection:
-    sock, peer = await connect_vetted_socket(host, port, options, probe)
-    try:
-        reader, writer = await asyncio.open_connection(sock=sock)
-    except BaseException:
-        sock.close()
-        raise
-    return Connection(reader, writer, peer, writer.transport)
-
-
 async def _tls(conn: Connection, spec: Mapping[str, Any], options: CheckOptions, server_name: str,
                probe: Probe) -> None:
-    verify = spec["tls"] == "verify-full"
-    await start_tls(conn, tls_context(verify, options.ca_bundle), server_name, probe)
-    info = cert_info(conn)
-    probe.details["cert"] = info
+    context = tls_context(spec["tls"] == "verify-full", options.ca_bundle)
+    cert, session = await secure(conn, context, server_name, probe, int(spec["cert_expiry_warning_days"]))
+    probe.details["cert"] = cert
     probe.details["server_name"] = server_name
-    probe.details.update(tls_session_info(conn))
-    warning = expiry_warning(info, int(spec["cert_expiry_warning_days"]))
-    if warning:
-        probe.warnings.append(warning)
+    probe.details.update(session)
 
 
 def _no_tls(kind: str) -> CheckFailure:
@@ -94,7 +72,7 @@ def _no_tls(kind: str) -> CheckFailure:
 async def _postgres_probe(
     host: str, port: int, spec: Mapping[str, Any], options: CheckOptions, server_name: str, probe: Probe
 ) -> str:
-    conn = await _open(host, port, options, probe)
+    conn = await open_vetted(host, port, options, probe)
     try:
         with probe.phase("PostgreSQL SSLRequest", "handshake_ms"):
             try:
@@ -141,7 +119,7 @@ def _mysql_greeting(payload: bytes) -> tuple[str, int]:
 async def _mysql_probe(
     host: str, port: int, spec: Mapping[str, Any], options: CheckOptions, server_name: str, probe: Probe
 ) -> str:
-    conn = await _open(host, port, options, probe)
+    conn = await open_vetted(host, port, options, probe)
     try:
         with probe.phase("MySQL server greeting", "handshake_ms"):
             try:

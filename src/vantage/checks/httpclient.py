@@ -22,16 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from vantage.checks.net import (
-    STREAM_LIMIT,
-    Connection,
-    cert_info,
-    expiry_warning,
-    open_vetted,
-    start_tls,
-    tls_context,
-    tls_session_info,
-)
+from vantage.checks.net import STREAM_LIMIT, Connection, open_vetted, secure, tls_context
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, Probe
 from vantage.checks.spec import MAX_REDIRECTS, normalize_url
@@ -280,13 +271,8 @@ async def exchange(request: Request, spec: Mapping[str, Any], options: CheckOpti
     try:
         if https:
             ctx = tls_context(bool(spec["verify_tls"]), options.ca_bundle, ("http/1.1",))
-            await start_tls(conn, ctx, host, probe)
-            tls = cert_info(conn)
-            tls.update(tls_session_info(conn))
-            probe.details["tls"] = tls
-            warning = expiry_warning(tls, int(spec["cert_expiry_warning_days"]))
-            if warning and warning not in probe.warnings:
-                probe.warnings.append(warning)
+            cert, session = await secure(conn, ctx, host, probe, int(spec["cert_expiry_warning_days"]))
+            probe.details["tls"] = {**cert, **session}
         else:
             probe.details.pop("tls", None)
         sent = time.perf_counter()

@@ -12,8 +12,8 @@ from typing import Any
 
 import asyncssh
 
+from vantage.checks.net import connect_vetted_socket
 from vantage.checks.netpolicy import CheckOptions
-from vantage.checks.rawsock import connect_vetted_socket
 from vantage.checks.result import CheckFailure, Probe
 from vantage.checks.spec import parse_host_port
 
