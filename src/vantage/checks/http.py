@@ -1,13 +1,28 @@
-"""The ``http`` check: one request (and its redirects) through :mod:`vantage.checks.httpclient`."""
+"""The ``http`` check: one request (and its redirects) through :mod:`vantage.checks.httpclient`.
+
+Details: ``status_code``, ``reason``, ``http_version``, ``headers``, ``redirects``, ``final_url``,
+``body_excerpt`` (the first 1024 characters), ``body_bytes``, ``body_truncated`` and, over https,
+``tls`` (certificate, protocol, cipher). Phases: ``dns_ms``, ``connect_ms``, ``tls_ms``,
+``first_byte_ms``, summed over redirects.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from vantage.checks.httpclient import Request, check_response, fetch
+from vantage.checks.fields import URL_TARGET
+from vantage.checks.httpclient import (
+    NO_KEYWORD_WITH_HEAD,
+    REQUEST_FIELDS,
+    RESPONSE_FIELDS,
+    Request,
+    check_response,
+    fetch,
+)
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import Probe
+from vantage.checks.schema import CheckType, Conflicts, Protect
 
 EXCERPT_CHARS = 1024
 
@@ -29,3 +44,19 @@ async def run_http(spec: Mapping[str, Any], options: CheckOptions, probe: Probe)
     details["body_bytes"] = len(resp.body)
     details["body_truncated"] = resp.truncated
     check_response(spec, resp, text, int(spec["max_body_bytes"]))
+
+
+CHECK = CheckType(
+    name="http",
+    description="One HTTP request: status, keywords, redirects, TLS and certificate expiry, timing phases.",
+    target=URL_TARGET,
+    fields={**REQUEST_FIELDS, **RESPONSE_FIELDS},
+    rules=NO_KEYWORD_WITH_HEAD + tuple(
+        Conflicts(keyword, "max_body_bytes", 0, f"must be greater than 0 when {keyword} is set",
+                  error_field="max_body_bytes")
+        for keyword in ("keyword", "keyword_absent")
+    ),
+    run=run_http,
+    example={"type": "http", "target": "https://intranet.example.internal/health", "keyword": "ok"},
+    protect=Protect(content=frozenset({"body_excerpt"}), headers=frozenset({"headers", "redirects", "final_url"})),
+)

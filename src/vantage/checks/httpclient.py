@@ -22,12 +22,29 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from vantage.checks.fields import (
+    CERT_EXPIRY_WARNING_DAYS,
+    FOLLOW_REDIRECTS,
+    MAX_BODY_BYTES,
+    MAX_REDIRECTS,
+    VERIFY_TLS,
+    normalize_url,
+)
 from vantage.checks.net import STREAM_LIMIT, Connection, open_vetted, secure, tls_context
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import MAX_REDIRECTS, normalize_url
+from vantage.checks.schema import JSON, CheckSpecError, Conflicts, Field, Rule, Text, caseless_pattern
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+MAX_HEADERS = 100
+MAX_HEADER_VALUE = 8192
+MAX_REQUEST_BODY = 1024 * 1024
+MAX_STATUS_CODES = 100
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: Headers whose value the client computes itself (message framing); a spec may not set them.
+RESERVED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+#: An RFC 9110 token (a header name).
+TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 #: Request headers that identify the client to one origin and are dropped on a cross-origin redirect.
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
 _STATUS_RE = re.compile(rb"^HTTP/(\d)\.(\d) (\d{3})(?: ([^\r\n]*))?\r?\n")
@@ -350,3 +367,85 @@ def check_response(assertions: Mapping[str, Any], resp: Response, text: str, max
     absent: str | None = assertions["keyword_absent"]
     if absent is not None and absent in text:
         raise CheckFailure(f"keyword {absent!r} found in the response body but must be absent")
+
+
+# --- the spec fields of a request and its assertions ---------------------------------------------
+
+
+class Headers(Field):
+    """Request headers: an object of header names (RFC 9110 tokens, each once in any case) to one-line values."""
+
+    def parse(self, value: Any, name: str, ctx: Mapping[str, Any]) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise CheckSpecError(name, "must be an object of header names to string values")
+        if len(value) > MAX_HEADERS:
+            raise CheckSpecError(name, f"at most {MAX_HEADERS} headers")
+        out: dict[str, str] = {}
+        seen: set[str] = set()
+        for header, text in value.items():
+            sub = f"{name}.{header}"
+            if not isinstance(header, str) or not TOKEN_RE.match(header):
+                raise CheckSpecError(sub, "is not a valid HTTP header name")
+            if header.lower() in RESERVED_HEADERS:
+                raise CheckSpecError(sub, "is set by the check itself and cannot be overridden")
+            if header.lower() in seen:
+                raise CheckSpecError(sub, "is given twice (header names are case-insensitive)")
+            seen.add(header.lower())
+            if not isinstance(text, str):
+                raise CheckSpecError(sub, "value must be a string")
+            if any(c in text for c in "\r\n\x00") or len(text) > MAX_HEADER_VALUE:
+                raise CheckSpecError(
+                    sub, f"value must be one line without NUL, at most {MAX_HEADER_VALUE} characters"
+                )
+            out[header] = text
+        return out
+
+    def value_schema(self) -> JSON:
+        return {
+            "type": "object",
+            "maxProperties": MAX_HEADERS,
+            "propertyNames": {"pattern": TOKEN_RE.pattern, "not": {"pattern": caseless_pattern(sorted(RESERVED_HEADERS))}},
+            "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE, "pattern": r"^[^\r\n\u0000]*$"},
+        }
+
+
+class ExpectedStatus(Field):
+    """One status code or a list of them; normalised to a sorted list without duplicates."""
+
+    def parse(self, value: Any, name: str, ctx: Mapping[str, Any]) -> list[int]:
+        items = value if isinstance(value, list) else [value]
+        if not items or len(items) > MAX_STATUS_CODES:
+            raise CheckSpecError(name, f"must be a status code or a list of 1 to {MAX_STATUS_CODES} codes")
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, int) or not 100 <= item <= 599:
+                raise CheckSpecError(name, "status codes must be integers between 100 and 599")
+        return sorted(set(items))
+
+    def value_schema(self) -> JSON:
+        code = {"type": "integer", "minimum": 100, "maximum": 599}
+        return {"anyOf": [code, {"type": "array", "items": code, "minItems": 1, "maxItems": MAX_STATUS_CODES}]}
+
+
+#: One request and the assertions on its answer (the ``http`` check, each ``http_multistep`` step).
+REQUEST_FIELDS: dict[str, Field] = {
+    "method": Text(choices=HTTP_METHODS, fold=str.upper, default="GET", description="request method (any case)"),
+    "headers": Headers(default={}, description="request headers; Content-Length, Transfer-Encoding and "
+                       "Connection are the client's own. Dropped on a redirect to another origin: "
+                       "Authorization, Cookie, Proxy-Authorization, Host"),
+    "body": Text(max_length=MAX_REQUEST_BODY, allow_empty=True, description="request body (UTF-8)"),
+    "expected_status": ExpectedStatus(description="status code(s) that pass (default: 200-399)"),
+    "keyword": Text(description="text the response body must contain (needs a body: not with HEAD)"),
+    "keyword_absent": Text(description="text the response body must not contain (not with HEAD)"),
+}
+#: Keywords need a response body: not with HEAD.
+NO_KEYWORD_WITH_HEAD: tuple[Rule, ...] = tuple(
+    Conflicts(keyword, "method", "HEAD", "cannot be checked with method HEAD (no response body)")
+    for keyword in ("keyword", "keyword_absent")
+)
+#: How a response is read: the same for the ``http`` check and every ``http_multistep`` step.
+RESPONSE_FIELDS: dict[str, Field] = {
+    "max_body_bytes": MAX_BODY_BYTES,
+    "follow_redirects": FOLLOW_REDIRECTS,
+    "verify_tls": VERIFY_TLS,
+    "cert_expiry_warning_days": CERT_EXPIRY_WARNING_DAYS,
+}

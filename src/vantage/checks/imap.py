@@ -16,9 +16,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from vantage.checks import mail
 from vantage.checks.mail import MailSession
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, Probe
+from vantage.checks.schema import CheckType
 
 MAX_LINES = 200  # untagged lines accepted before a tagged answer
 _LITERAL_RE = re.compile(rb"\{(\d{1,9})\+?\}\r?\n$")
@@ -158,3 +160,16 @@ async def run_imap(spec: Mapping[str, Any], options: CheckOptions, probe: Probe)
                 raise CheckFailure(f"login failed for credential {credential.name!r} ({reply.code()})")
             probe.details["authenticated"] = True
         await session.goodbye("LOGOUT", lambda: imap.command(b"LOGOUT\r\n"))
+
+
+CHECK = CheckType(
+    name="imap",
+    description="An IMAP server: greeting, CAPABILITY, implicit TLS or STARTTLS with a verified certificate, "
+    "optionally LOGIN.",
+    target=mail.TARGET,
+    fields=mail.fields("implicit"),
+    rules=mail.RULES,
+    run=run_imap,
+    example={"type": "imap", "target": "mail.example.internal:993", "credential": "mail-probe"},
+    protect=mail.PROTECT,
+)

@@ -23,12 +23,44 @@ from types import TracebackType
 from typing import Any, Self
 
 from vantage.checks.credentials import Credential
+from vantage.checks.fields import (
+    CERT_EXPIRY_WARNING_DAYS,
+    CREDENTIAL,
+    HOST_PORT_TARGET,
+    SERVER_NAME,
+    VERIFY_TLS,
+    parse_host_port,
+)
 from vantage.checks.net import Connection, open_vetted, secure, tls_context
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import parse_host_port
+from vantage.checks.schema import Conflicts, Field, Protect, Rule, Text
 
 EXCERPT_CHARS = 1024
+TLS_MODES = ("starttls", "implicit", "none")
+TARGET = HOST_PORT_TARGET
+PROTECT = Protect(content=frozenset({"banner", "server_reply"}))
+
+
+def fields(default_tls: str) -> dict[str, Field]:
+    """The spec fields of a mail check (after ``target``); ``tls`` defaults to ``default_tls``."""
+    return {
+        "tls": Text(choices=TLS_MODES, fold=str.lower, default=default_tls,
+                    description="starttls: upgrade after the greeting; implicit: TLS from the first byte; "
+                    "none: no TLS (any case)"),
+        "verify_tls": VERIFY_TLS,
+        "server_name": SERVER_NAME,
+        "cert_expiry_warning_days": CERT_EXPIRY_WARNING_DAYS,
+        "credential": CREDENTIAL,
+        "expect_banner": Text(max_length=1000, description="text the server's greeting must contain"),
+    }
+
+
+#: A password never crosses the network in clear.
+RULES: tuple[Rule, ...] = (
+    Conflicts("credential", "tls", "none",
+              "needs tls 'starttls' or 'implicit': the password must never cross the network in clear"),
+)
 
 
 class MailSession:

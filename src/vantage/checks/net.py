@@ -24,9 +24,9 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from vantage.checks.fields import format_host_port
 from vantage.checks.netpolicy import BlockedAddressError, CheckOptions, IPAddress, vet_addresses
 from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import format_host_port
 
 STREAM_LIMIT = 65536  # longest response line / header block the readers accept
 

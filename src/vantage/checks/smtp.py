@@ -28,9 +28,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vantage.checks import mail
+from vantage.checks.fields import host_name
 from vantage.checks.mail import MailSession
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, Probe
+from vantage.checks.schema import CheckType, Text
 
 MAX_REPLY_LINES = 200
 #: AUTH mechanisms in order of preference.
@@ -165,3 +168,20 @@ async def run_smtp(spec: Mapping[str, Any], options: CheckOptions, probe: Probe)
             probe.details["auth_mechanism"] = mechanism
             probe.details["authenticated"] = True
         await session.goodbye("QUIT", lambda: smtp.command(b"QUIT"))
+
+
+CHECK = CheckType(
+    name="smtp",
+    description="An SMTP server: banner, EHLO, STARTTLS or implicit TLS with a verified certificate, optionally AUTH.",
+    target=mail.TARGET,
+    fields={
+        **mail.fields("starttls"),
+        "ehlo_name": Text(max_length=253, normalize=host_name, pattern=r"^\s*\S+\s*$",
+                          description="name sent in EHLO (default: the checkpoint's FQDN)"),
+    },
+    rules=mail.RULES,
+    run=run_smtp,
+    example={"type": "smtp", "target": "relay.example.internal:587", "credential": "mail-probe",
+             "expect_banner": "ESMTP"},
+    protect=mail.PROTECT,
+)
