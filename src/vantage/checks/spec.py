@@ -22,7 +22,7 @@ from vantage.checks.schema import JSON, CheckSpecError, CheckType
 
 #: The modules of ``vantage.checks`` that are check types, in the order messages and schemas list
 #: them. Adding a check type: write its module (see docs/checks.md), then add its name here.
-TYPE_MODULES = ("http", "tcp", "dns", "tls", "ssh", "postgres", "mysql", "smtp", "imap", "http_multistep")
+TYPE_MODULES = ("http", "tcp", "dns", "tls", "ssh", "postgres", "mysql", "smtp", "imap", "http_multistep", "ntp")
 
 COMMON_FIELDS = frozenset({"type", "target", "timeout_s"})
 
