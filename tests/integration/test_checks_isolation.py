@@ -6,16 +6,17 @@ raw socket while a (TLS) transport still has it registered lets the next socket 
 descriptor, and that socket's connect then fails with ``RuntimeError: File descriptor N is used
 by transport`` — a healthy monitor reported down because of another one.
 
-Each case runs one failing check of a type that owns a TLS session or a library's connection
-(wrong password, untrusted certificate, unpinned host key), against a real server on loopback,
-while healthy ``http`` checks against a loopback HTTP server keep starting before, during and
-right after it; over many rounds not one healthy check may fail, and the failing check must fail
-for its own reason every time.
+Each case runs one failing check of a type that owns a TLS session, a library's connection or a
+datagram endpoint (wrong password, untrusted certificate, wrong host key, port unreachable),
+against a real server (or a closed port) on loopback, while healthy ``http`` checks against a
+loopback HTTP server keep starting before, during and right after it; over many rounds not one
+healthy check may fail, and the failing check must fail for its own reason every time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -172,6 +173,14 @@ def _tls_untrusted() -> Iterator[Case]:
                    "TLS certificate verify failed")
 
 
+@contextmanager
+def _ntp_unreachable() -> Iterator[Case]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    yield Case({"type": "ntp", "target": f"127.0.0.1:{port}"}, CheckOptions(), "no NTP server at")
+
+
 CASES: dict[str, Callable[[Path], AbstractContextManager[Case]]] = {
     "smtp-auth": lambda tmp: _smtp_auth(),
     "smtp-untrusted": lambda tmp: _smtp_untrusted(),
@@ -181,6 +190,7 @@ CASES: dict[str, Callable[[Path], AbstractContextManager[Case]]] = {
     "postgres-auth": _postgres_auth,
     "mysql-auth": _mysql_auth,
     "tls-untrusted": lambda tmp: _tls_untrusted(),
+    "ntp-unreachable": lambda tmp: _ntp_unreachable(),
 }
 
 
