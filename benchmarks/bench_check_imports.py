@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/bench_check_imports.py [--runs 5] [--json FILE]
 
-Each scenario runs in a fresh interpreter: it imports modules, validates one spec of every check
-type (what an idle agent has done once it accepted monitors: no check has run yet) and then reads
-its own ``VmRSS`` from ``/proc/self/status``. The figure is the smallest of ``--runs`` runs (the
+Each scenario runs in a fresh interpreter: it imports modules, validates one spec of each of the
+ten types that older revisions have too (what an idle agent has done once it accepted monitors: no
+check has run yet) and then reads its own ``VmRSS`` from ``/proc/self/status``. The figure is the smallest of ``--runs`` runs (the
 least disturbed by other processes). It also lists which heavy check libraries got loaded, which
 should be none: each is imported by its check type on the first run (see docs/checks.md).
 
-With ``PYTHONPATH=<another checkout>/src`` the same scenarios measure another revision.
+With ``PYTHONPATH=<another checkout>/src`` the same scenarios measure another revision (a
+``git worktree`` of it, say).
 """
 
 from __future__ import annotations
