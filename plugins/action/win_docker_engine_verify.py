@@ -26,8 +26,8 @@ class ActionModule(WindowsAction):
         reasons = _windows_engine.verify_engine(info, plan["engine"], plan["host"], plan["daemon_config"], enabled)
         if reasons:
             raise _windows_host.WindowsHostError(reasons)
-        version, _ = _windows_engine.parse_docker_json(info.get("docker_version"), "docker version")
-        docker_info, _ = _windows_engine.parse_docker_json(info.get("docker_info"), "docker info")
+        version = _windows_engine.parse_docker_json(info.get("docker_version"), "docker version")[0]
+        docker_info = _windows_engine.parse_docker_json(info.get("docker_info"), "docker info")[0]
         return {
             "changed": False,
             "engine": {

@@ -72,7 +72,7 @@ containers_feature:
   type: str
   sample: Enabled
 service:
-  description: The C(docker) service; only RV(service.exists) when there is none.
+  description: The C(docker) service; only C(exists) when there is none.
   returned: always
   type: dict
   sample: {exists: true, state: running, start_mode: auto, path: '"C:\Program Files\docker\dockerd.exe" --run-service', pid: 4242}

@@ -24,7 +24,7 @@ class WindowsAction(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(WindowsAction, self).run(tmp, task_vars)
         del tmp
-        _, args = self.validate_argument_spec(argument_spec=self.ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=self.ARGUMENT_SPEC)[1]
         try:
             result.update(self.act(args, task_vars or {}))
         except WindowsHostError as exc:

@@ -41,7 +41,7 @@ class Host:
         self.replies = list(replies)
         self.calls = []
 
-    def __call__(self, module_name=None, module_args=None, task_vars=None, **_):
+    def __call__(self, module_name=None, module_args=None, task_vars=None, **kwargs):
         self.calls.append((module_name, module_args))
         if module_name.startswith("vantage.checkpoint."):  # what the PowerShell module accepts and needs
             options = answers.ps1_options(module_name.rsplit(".", 1)[1])
@@ -52,7 +52,7 @@ class Host:
 
     @property
     def modules(self):
-        return [name for name, _ in self.calls]
+        return [call[0] for call in self.calls]
 
 
 def make(module, args, host=None, check_mode=False):

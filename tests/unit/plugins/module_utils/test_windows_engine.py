@@ -97,13 +97,13 @@ def test_a_preinstalled_engine_is_checked_for_everything_but_the_pinned_binaries
 
 
 def test_a_missing_service_is_reported_alone():
-    host, engine, config, _ = setup()
+    host, engine, config = setup()[:3]
     assert _windows_engine.verify_engine(answers.engine_info_fresh(), engine, host, config) == [
         "no service named docker exists on the host"]
 
 
 def test_installed_engine_compares_the_record_and_the_binaries():
-    _, engine, _, info = setup()
+    engine, info = setup()[1::2]
     assert _windows_engine.installed_engine(info, engine) == (True, "engine 27.5.1 installed from an archive with the pinned SHA-256")
     assert _windows_engine.installed_engine(answers.engine_info_fresh(), engine)[0] is False
     other = dict(info, marker_json=answers.marker_json(sha256="ab" * 32))

@@ -99,8 +99,8 @@ def test_survey_strings_are_converted():
 
 
 def test_preinstalled_engine_needs_no_version_and_uses_docker_on_path():
-    engine = _windows_host.engine_settings(answers.engine_settings(engine_source="preinstalled", engine_version="",
-                                                                    engine_sha256=""))
+    settings = answers.engine_settings(engine_source="preinstalled", engine_version="", engine_sha256="")
+    engine = _windows_host.engine_settings(settings)
     assert (engine["source"], engine["docker"], engine["service_command"], engine["version"]) == ("preinstalled", "", "", "")
 
 
