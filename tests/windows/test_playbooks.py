@@ -147,3 +147,18 @@ def test_what_vantage_identity_prints_is_what_the_controller_accepts(tmp_path: P
     assert reasons == []
     assert identity == dict(json.loads(created.stdout), created=True)
     assert json.loads(again.stdout)["created"] is False
+
+
+@pytest.mark.parametrize("role", ["docker_host", "checkpoint"])
+def test_the_windows_variables_have_defaults_and_argument_specs_that_agree(role: str):
+    import yaml
+
+    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
+    options = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())[
+        "argument_specs"]["main"]["options"]
+    windows = sorted(name for name in defaults if "_windows_" in name)
+    assert windows
+    for name in windows:
+        assert name in options, name
+        assert options[name]["default"] == defaults[name], name
+        assert options[name]["description"], name
