@@ -50,7 +50,7 @@ RULES = {
         "an image pinned by digest, repository@sha256:<64 hex> or sha256:<64 hex>",
     ),
 }
-_COMPILED = dict((rule, re.compile(pattern)) for rule, (pattern, _) in RULES.items())
+_COMPILED = dict((rule, re.compile(spec[0])) for rule, spec in RULES.items())
 
 
 class ContractError(ValueError):
