@@ -165,7 +165,7 @@ def test_role_defaults_and_argument_spec_state_the_same_defaults(role: str) -> N
     never set. A default that is a template (another role's variable) may be left to the description.
     """
     defaults, options = _defaults(role), _spec_options(role)
-    assert set(defaults) <= set(options), "defaults without an option: %s" % sorted(set(defaults) - set(options))
+    assert set(defaults) <= set(options), f"defaults without an option: {sorted(set(defaults) - set(options))}"
     for name, option in options.items():
         if "default" in option:
             assert name in defaults, f"{name}: the spec states a default that defaults/main.yml does not set"

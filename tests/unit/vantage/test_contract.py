@@ -219,11 +219,11 @@ def test_host_layout_agrees(platform: str) -> None:
 
 def test_host_layout_refuses_bad_names_and_platforms() -> None:
     for module in (contract, collection):
-        with pytest.raises(module.ContractError, match="^checkpoint must be"):
+        with pytest.raises(module.ContractError, match=r"^checkpoint must be"):
             module.host_layout("Office\n")
-        with pytest.raises(module.ContractError, match="^instance must be"):
+        with pytest.raises(module.ContractError, match=r"^instance must be"):
             module.host_layout("office", ["a/b"])
-        with pytest.raises(module.ContractError, match="^platform must be one of linux, windows"):
+        with pytest.raises(module.ContractError, match=r"^platform must be one of linux, windows"):
             module.host_layout("office", platform="darwin")
 
 
