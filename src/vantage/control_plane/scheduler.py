@@ -1,6 +1,6 @@
 """The scheduler: due monitors → signed ``run_check`` instructions; results → retries and alerts.
 
-Rules (DESIGN §5):
+Rules (docs/control-plane.md, "Scheduling and alerts"):
 
 - a due monitor goes to one connected, healthy instance of its checkpoint, never the same
   instance twice in a row when there is a choice, the least busy one otherwise;
