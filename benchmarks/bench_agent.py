@@ -717,7 +717,7 @@ def main() -> int:
         harness.start()
         processes.append(harness)
         throughput: dict[str, dict[str, float]] = {}
-        for index, name in enumerate(INSTANCES):
+        for name in INSTANCES:
             log(f"throughput of {name} on one core ({args.in_flight} checks in flight, {args.window}s)")
             agent = Agent(
                 workdir / f"tp-{name}",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the Vantage images vantage/checkpoint and vantage/control-plane (DESIGN.md §2, §6, §8).
+# Build the Vantage images vantage/checkpoint and vantage/control-plane (docs/images.md).
 #
 #   images/build.sh [--base-image IMAGE] [--force] [--only checkpoint|control-plane]
 #

@@ -16,7 +16,8 @@ options:
     description:
       - Base URL of the control plane, for example V(https://cp.example.com:8443).
       - The REST API is expected under C(/api/v1/) below it; a trailing slash is ignored.
-      - Use C(https://) outside of loopback; with C(http://) the API token travels in clear text (the module warns).
+      - It must be an C(https://) URL without user info, query or fragment; plain C(http://) is accepted only to a
+        loopback address (127.0.0.0/8, C(::1), C(localhost)) - the same rule as the agent and every role.
     type: str
     required: true
   api_token:

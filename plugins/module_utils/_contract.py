@@ -50,7 +50,7 @@ RULES = {
         "an image pinned by digest, repository@sha256:<64 hex> or sha256:<64 hex>",
     ),
 }
-_COMPILED = dict((rule, re.compile(pattern)) for rule, (pattern, _) in RULES.items())
+_COMPILED = dict((rule, re.compile(spec[0])) for rule, spec in RULES.items())
 
 
 class ContractError(ValueError):
@@ -75,6 +75,8 @@ URL_RULE = (
     "an https:// URL without credentials, query or fragment "
     "(http:// only to a loopback address: 127.0.0.0/8, ::1 or localhost)"
 )
+#: the user info of a URL (up to its last "@" before the path), masked in error messages
+_USER_INFO = re.compile(r"//[^/?#]*@")
 
 
 def is_loopback_host(host):
@@ -114,8 +116,13 @@ def control_plane_url(value, what="control_plane_url"):
         and (parts.scheme == "https" or is_loopback_host(host))
     )
     if not good:
-        raise ContractError("%s must be %s, got %r" % (what, URL_RULE, value))
+        raise ContractError("%s must be %s, got %r" % (what, URL_RULE, _without_user_info(value)))
     return text.rstrip("/")
+
+
+def _without_user_info(value):
+    """``value`` with the user info of a URL masked, so that a refused URL never shows a password."""
+    return _USER_INFO.sub("//***@", value) if isinstance(value, str) else value
 
 
 # ----------------------------------------------------------------------------- host layout

@@ -4,28 +4,28 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""A small client for the control plane's REST API (DESIGN.md section 5), for modules.
+"""A small client for the control plane's REST API (docs/control-plane.md), for modules.
 
 It uses ``ansible.module_utils.urls.open_url`` (no third-party HTTP library), sends the bearer
 token, never follows redirects (the token must not travel to another address), and turns every
 failure into a :class:`ControlPlaneError` whose message says what went wrong without ever
-containing the token.
+containing the token. URLs and names follow the collection's contract (``_contract``): the same
+URL policy and name rule as the agent and the control plane.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import re
 from urllib.error import HTTPError
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.vantage.checkpoint.plugins.module_utils._contract import check, control_plane_url
+
 API_PREFIX = "/api/v1"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MAX_ERROR_TEXT = 300
 REDACTED = "********"
 
@@ -50,10 +50,8 @@ class ControlPlaneError(Exception):
 
 
 def check_name(value, what):
-    """A checkpoint or instance name as the control plane accepts it; :class:`ValueError` otherwise."""
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise ValueError("%s %r is not a valid name: use 1-63 characters a-z, 0-9 and '-', starting with a letter or digit" % (what, value))
-    return value
+    """A checkpoint or instance name (the contract's rule); a :class:`ValueError` naming ``what`` otherwise."""
+    return check("name", value, what)
 
 
 def api_path(*segments):
@@ -61,36 +59,11 @@ def api_path(*segments):
     return API_PREFIX + "".join("/" + quote(str(segment), safe="") for segment in segments)
 
 
-def normalize_base_url(url):
-    """The control plane URL without trailing slash; :class:`ValueError` when unusable."""
-    text = (url or "").strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("https", "http"):
-        raise ValueError("control_plane_url must start with https:// (or http:// for loopback tests), got %r" % text)
-    if not parts.hostname:
-        raise ValueError("control_plane_url has no host name: %r" % text)
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("control_plane_url must not contain credentials; the API token goes in api_token")
-    if parts.query or parts.fragment:
-        raise ValueError("control_plane_url must not have a query or fragment: %r" % text)
-    return text.rstrip("/")
-
-
-def is_loopback_url(url):
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class ControlPlaneClient:
     """``request(method, path, body)`` → ``(status, data)`` against one control plane."""
 
     def __init__(self, base_url, token, validate_certs=True, ca_path=None, timeout=30, user_agent="vantage.checkpoint"):
-        self.base_url = normalize_base_url(base_url)
+        self.base_url = control_plane_url(base_url)
         self._token = token or ""
         self.validate_certs = validate_certs
         self.ca_path = ca_path
@@ -118,10 +91,6 @@ class ControlPlaneClient:
             module.fail_json(msg="api_token is empty")
         if params["timeout"] <= 0:
             module.fail_json(msg="timeout must be a positive number of seconds")
-        if client.base_url.startswith("http://") and not is_loopback_url(client.base_url):
-            module.warn(
-                "control_plane_url uses http://: the API token and the keys travel unencrypted; use https:// outside of loopback"
-            )
         return client
 
     def scrub(self, text):

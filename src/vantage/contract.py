@@ -70,6 +70,8 @@ URL_RULE = (
     "an https:// URL without credentials, query or fragment "
     "(http:// only to a loopback address: 127.0.0.0/8, ::1 or localhost)"
 )
+#: the user info of a URL (up to its last "@" before the path), masked in error messages
+_USER_INFO = re.compile(r"//[^/?#]*@")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -109,8 +111,13 @@ def control_plane_url(value: Any, what: str = "control_plane_url") -> str:
         and (parts.scheme == "https" or is_loopback_host(host))
     )
     if not good:
-        raise ContractError(f"{what} must be {URL_RULE}, got {value!r}")
+        raise ContractError(f"{what} must be {URL_RULE}, got {_without_user_info(value)!r}")
     return text.rstrip("/")
+
+
+def _without_user_info(value: Any) -> Any:
+    """``value`` with the user info of a URL masked, so that a refused URL never shows a password."""
+    return _USER_INFO.sub("//***@", value) if isinstance(value, str) else value
 
 
 # ----------------------------------------------------------------------------- host layout

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the local base images that the tests (and `make quickstart`) use where no registry is
-# reachable (DESIGN.md §8):
+# reachable (docs/testing.md):
 #   vantage-test/debian12:bookworm          minimal Debian 12 with Python 3 (BASE_IMAGE of images/*)
 #   vantage-test/debian12-systemd:bookworm  the same plus systemd, for Molecule / sandbox hosts
 # Images already present are reused; pass --force to rebuild. Needs root, debootstrap, docker.

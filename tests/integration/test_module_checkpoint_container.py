@@ -566,7 +566,7 @@ def test_unusable_images_fail_clearly_and_change_nothing(
     }
     cp = checkpoints.new()
     runs = ansible.run_all([cp.args(image) for image in cases])
-    for run, (image, expected) in zip(runs, cases.items()):
+    for run, (image, expected) in zip(runs, cases.items(), strict=True):
         assert run.failed, (image, run.result)
         assert expected in run.result["msg"], (image, run.result["msg"])
         assert run.result.get("changed") is False, image

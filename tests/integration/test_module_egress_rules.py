@@ -133,7 +133,7 @@ class Net:
 
     def probe(self, *specs: tuple[str, str, int]) -> dict[tuple[str, str, int], bool]:
         out = self.ns(self.client, sys.executable, "-c", PROBE, json.dumps(specs)).stdout
-        return dict(zip(specs, json.loads(out)))
+        return dict(zip(specs, json.loads(out), strict=True))
 
     def nft(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.ns(self.fw, "nft", *argv, check=check)
@@ -242,7 +242,7 @@ def test_policy_lets_only_allowed_traffic_through(net: Net) -> None:
     assert result["resolved"] == {NAMED_HOST: ["10.231.2.3"]}
     before = drop_counter(net)
     answers = net.probe(*ALLOWED, ("tcp", "10.231.2.3", 8080), *FORBIDDEN)
-    assert [s for s in ALLOWED + [("tcp", "10.231.2.3", 8080)] if not answers[s]] == []
+    assert [s for s in [*ALLOWED, ("tcp", "10.231.2.3", 8080)] if not answers[s]] == []
     assert [s for s in FORBIDDEN if answers[s]] == []
     assert drop_counter(net) >= before + len(FORBIDDEN)
     assert "someone_else" in net.nft("list", "tables").stdout  # other tables are left alone

@@ -61,7 +61,7 @@ def test_bad_entries_are_named_without_their_values(tmp_path: Path) -> None:
     code, output = run_role(tmp_path, dict(CHECKPOINT_VARS, checkpoint_credentials=credentials))
     assert code != 0
     assert "Invalid checkpoint_credentials" in output
-    assert "name 'bad name!' must match" in output
+    assert "name must be 1 to 64 characters A-Z, a-z, 0-9, '_', '.' and '-', starting with a letter or digit, got 'bad name!'" in output
     assert "'typo' has unknown field 'usernme'" in output
     assert "'numeric' field 'password' must be a string (quote it)" in output
     assert "'empty' has no field set" in output

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run ansible-test on a copy of the collection laid out as ansible_collections/vantage/checkpoint.
 # ansible-test bootstraps pip in its virtualenvs with a script from a host unreachable here; a
-# stand-in that installs a pip wheel fetched from PyPI does the same job (DESIGN.md §8).
+# stand-in that installs a pip wheel fetched from PyPI does the same job (docs/testing.md).
 # usage: tests/setup/ansible-test.sh sanity|units [ansible-test args...]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)

@@ -433,7 +433,8 @@ class Agent:
         deadline = time.monotonic() + self.timing.stop_grace
         if self._checks:
             await asyncio.wait(set(self._checks), timeout=self.timing.stop_grace)
-        while len(self.outbox) and time.monotonic() < deadline:
+        # the outbox has no event to wait on; the poll is bounded by the grace period
+        while len(self.outbox) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------------ session tasks

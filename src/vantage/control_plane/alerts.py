@@ -112,7 +112,7 @@ class Alerts:
             rows = session.execute(
                 select(Alert.kind, func.count()).where(Alert.closed_at.is_(None)).group_by(Alert.kind)
             ).all()
-            counts: dict[str, int] = {kind: count for kind, count in rows}
+            counts: dict[str, int] = dict(rows)
         for kind in set(KINDS) | set(counts):
             self.metrics.open_alerts.labels(kind=kind).set(counts.get(kind, 0))
 

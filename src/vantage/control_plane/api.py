@@ -1,4 +1,4 @@
-"""REST API: public endpoints, tokens, signing-key rotation, and the route table (DESIGN §5).
+"""REST API: public endpoints, tokens, signing-key rotation, and the route table (docs/control-plane.md).
 
 The resource handlers live in :mod:`.api_checkpoints` and :mod:`.api_monitors`; permissions and
 middleware in :mod:`.web_common`.

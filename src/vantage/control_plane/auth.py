@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from vantage.control_plane.db import ApiToken, Database, now
 
-TOKEN_PREFIX = "vt_"
+TOKEN_PREFIX = "vt_"  # noqa: S105 - the prefix of every token, not a secret
 BOOTSTRAP_NAME = "bootstrap-admin"
 MIN_TOKEN_LENGTH = 16
 

@@ -19,7 +19,7 @@ class Settings:
     admin_token: str | None = None
     public_url: str | None = None
     heartbeat_interval: float = 15.0
-    #: heartbeats an instance may miss before it is stale (DESIGN §5: 3)
+    #: heartbeats an instance may miss before it is stale (docs/control-plane.md)
     stale_heartbeats: int = 3
     unavailable_grace: float = 120.0
     webhook_url: str | None = None

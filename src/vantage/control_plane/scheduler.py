@@ -1,6 +1,6 @@
 """The scheduler: due monitors → signed ``run_check`` instructions; results → retries and alerts.
 
-Rules (DESIGN §5):
+Rules (docs/control-plane.md, "Scheduling and alerts"):
 
 - a due monitor goes to one connected, healthy instance of its checkpoint, never the same
   instance twice in a row when there is a choice, the least busy one otherwise;
@@ -152,7 +152,7 @@ def choose(sessions: list[LiveSession], *, avoid: str | None, strict: bool = Fal
     if not pool:
         return None
     least = min(s.pending for s in pool)
-    return random.choice([s for s in pool if s.pending == least])
+    return random.choice([s for s in pool if s.pending == least])  # noqa: S311 - spreads load, decides nothing secret
 
 
 class Scheduler:

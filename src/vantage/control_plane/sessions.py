@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vantage.control_plane.sessions")
 
-#: close codes (4000–4999 are the application's own)
+#: close codes (4000-4999 are the application's own)
 CLOSE_POLICY = int(WSCloseCode.POLICY_VIOLATION)
 CLOSE_UNSUPPORTED = int(WSCloseCode.UNSUPPORTED_DATA)
 CLOSE_REPLACED = 4000

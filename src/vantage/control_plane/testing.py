@@ -23,7 +23,7 @@ from vantage.control_plane.config import Settings
 from vantage.control_plane.core import CORE_KEY, ControlPlane
 from vantage.protocol import TrustStore, generate_key, make_hello, public_key_b64, verify
 
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # noqa: S105 - the test harness's own token
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:

@@ -1,4 +1,4 @@
-"""The health page: checkpoints, instances and recent alerts as server-rendered HTML (issue 4).
+"""The health page: checkpoints, instances and recent alerts as server-rendered HTML (docs/control-plane.md).
 
 Routes (all under ``/ui`` except the redirect from ``/``):
 

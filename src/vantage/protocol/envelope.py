@@ -101,7 +101,7 @@ def verify(
 ) -> tuple[str, bytes, str]:
     """Verify ``envelope`` against ``trust``; return ``(payload_type, payload, keyid)``.
 
-    Steps 1–2 of the verification order: the envelope is well formed
+    Steps 1-2 of the verification order: the envelope is well formed
     (``malformed_envelope``, ``payload_too_large``), at least one signature names a key id
     trusted at ``now`` (``unknown_key``), and a signature by such a key verifies over the PAE
     (``bad_signature``). Signatures by unknown keys are ignored. The payload is returned as

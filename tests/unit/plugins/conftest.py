@@ -89,7 +89,7 @@ def b64_key_id(public_key):
 
 
 class FakeControlPlane:
-    """The REST contract's checkpoint and instance endpoints (DESIGN.md section 5), in memory.
+    """The REST contract's checkpoint and instance endpoints (docs/control-plane.md), in memory.
 
     ``requests`` records every request as ``(method, path, body, authorization header)``.
     ``before_put_instance`` (a callable) runs before an enrollment is processed (to simulate

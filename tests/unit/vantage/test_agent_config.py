@@ -83,7 +83,7 @@ def test_plain_http_only_to_loopback(env: dict[str, str]) -> None:
     env["VANTAGE_CONTROL_PLANE_URL"] = "http://localhost:8080"
     load_config(env)
     env["VANTAGE_CONTROL_PLANE_URL"] = "http://cp.internal:8080"
-    with pytest.raises(ConfigError, match="^VANTAGE_CONTROL_PLANE_URL: must be an https:// URL"):
+    with pytest.raises(ConfigError, match=r"^VANTAGE_CONTROL_PLANE_URL: must be an https:// URL"):
         load_config(env)
 
 

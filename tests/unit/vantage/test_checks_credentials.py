@@ -20,7 +20,11 @@ from vantage.checks.spec import TYPES
 from vantage.control_plane.testing import Api, RunningServer, make_settings, start_server
 
 CANARY = "Canary-c0ffee-7d1e\"q'\\"
-KEY_CANARY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABD\n-----END OPENSSH PRIVATE KEY-----\n"
+KEY_CANARY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    "b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABD\n"
+    "-----END OPENSSH PRIVATE KEY-----\n"
+)
 
 
 def store() -> CredentialStore:

@@ -195,5 +195,5 @@ def test_network_policy() -> None:
     assert blocked_by(ipaddress.ip_address("169.254.169.254"), allow) is None
     assert blocked_by(ipaddress.ip_address("169.254.169.253"), allow) is not None
     assert len(DEFAULT_BLOCKED_NETWORKS) == 8
-    with pytest.raises(ValueError, match="10.0.0.1/8"):
+    with pytest.raises(ValueError, match=r"10\.0\.0\.1/8"):
         parse_networks(["10.0.0.1/8"])

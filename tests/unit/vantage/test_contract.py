@@ -192,6 +192,16 @@ def test_control_plane_url_policy(value: Any, expected: str | None) -> None:
             agent_config._parse_url(value)
 
 
+@pytest.mark.parametrize(
+    "value", ["https://user:s3cret@cp.example.com", "http://s3cret@cp.example.com/x", "https://u:s3cret@x@cp.example.com"]
+)
+def test_a_refused_url_never_shows_its_user_info(value: str) -> None:
+    for module in (contract, collection):
+        with pytest.raises(module.ContractError) as info:
+            module.control_plane_url(value, "url")
+        assert "s3cret" not in str(info.value) and "//***@" in str(info.value)
+
+
 @pytest.mark.parametrize("platform", ["linux", "windows"])
 def test_host_layout_agrees(platform: str) -> None:
     ours = contract.host_layout("office", ["a", "b"], platform=platform)
@@ -209,11 +219,11 @@ def test_host_layout_agrees(platform: str) -> None:
 
 def test_host_layout_refuses_bad_names_and_platforms() -> None:
     for module in (contract, collection):
-        with pytest.raises(module.ContractError, match="^checkpoint must be"):
+        with pytest.raises(module.ContractError, match=r"^checkpoint must be"):
             module.host_layout("Office\n")
-        with pytest.raises(module.ContractError, match="^instance must be"):
+        with pytest.raises(module.ContractError, match=r"^instance must be"):
             module.host_layout("office", ["a/b"])
-        with pytest.raises(module.ContractError, match="^platform must be one of linux, windows"):
+        with pytest.raises(module.ContractError, match=r"^platform must be one of linux, windows"):
             module.host_layout("office", platform="darwin")
 
 

@@ -97,7 +97,7 @@ def test_load_or_create_creates_once(tmp_path: Path) -> None:
 def test_load_or_create_never_replaces_an_invalid_file(tmp_path: Path) -> None:
     path = tmp_path / "identity.pem"
     path.write_text("not a key")
-    with pytest.raises(ValueError, match="identity.pem"):
+    with pytest.raises(ValueError, match=r"identity\.pem"):
         load_or_create_private_key(path)
     assert path.read_text() == "not a key"
 

@@ -134,11 +134,11 @@ def test_save_and_load(tmp_path: Path) -> None:
 
 
 def test_load_errors_name_the_path(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="nothing.json"):
+    with pytest.raises(ValueError, match=r"nothing\.json"):
         TrustStore.load(tmp_path / "nothing.json")
     broken = tmp_path / "broken.json"
     broken.write_text("{")
-    with pytest.raises(ValueError, match="broken.json"):
+    with pytest.raises(ValueError, match=r"broken\.json"):
         TrustStore.load(broken)
     invalid = tmp_path / "invalid.json"
     invalid.write_text(json.dumps({"keys": [{**entry().to_json(), "keyid": "0123456789abcdef"}]}))

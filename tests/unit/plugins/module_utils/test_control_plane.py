@@ -6,29 +6,39 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from ansible_collections.vantage.checkpoint.plugins.module_utils._contract import RULES, URL_RULE
 from ansible_collections.vantage.checkpoint.plugins.module_utils._control_plane import (
     ControlPlaneClient,
     ControlPlaneError,
     api_path,
     check_name,
-    normalize_base_url,
 )
 
 
-def test_paths_and_urls():
+def test_paths_names_and_urls():
     assert api_path("checkpoints", "office", "instances", "a") == "/api/v1/checkpoints/office/instances/a"
     assert api_path("checkpoints", "a/../b") == "/api/v1/checkpoints/a%2F..%2Fb"
-    assert normalize_base_url(" https://cp.example.com:8443/ ") == "https://cp.example.com:8443"
-    assert normalize_base_url("https://cp.example.com/prefix/") == "https://cp.example.com/prefix"
-    for bad in ("cp.example.com", "ftp://cp", "https://", "https://u:p@cp", "https://cp/?x=1", "", None):
-        with pytest.raises(ValueError):
-            normalize_base_url(bad)
+    assert ControlPlaneClient(" https://cp.example.com:8443/ ", "t").base_url == "https://cp.example.com:8443"
+    assert ControlPlaneClient("https://cp.example.com/prefix/", "t").base_url == "https://cp.example.com/prefix"
+    assert ControlPlaneClient("http://127.0.0.1:8080/", "t").base_url == "http://127.0.0.1:8080"
     assert check_name("office-1", "checkpoint") == "office-1"
-    for bad in ("", "-a", "A", "a_b", "a" * 64, "a/b", None):
-        with pytest.raises(ValueError):
+    for bad in ("", "-a", "A", "a_b", "a" * 64, "a/b", "a\n", None):
+        with pytest.raises(ValueError, match="^checkpoint must be %s, got " % re.escape(RULES["name"][1])):
             check_name(bad, "checkpoint")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["cp.example.com", "ftp://cp", "https://", "https://u:p@cp", "https://cp/?x=1", "", None,
+     "http://cp.example.com", "http://10.0.0.5:8080", "http://[2001:db8::1]:8080"],
+)
+def test_the_client_refuses_what_the_url_policy_refuses(url):
+    with pytest.raises(ValueError, match="^control_plane_url must be %s, got " % re.escape(URL_RULE)):
+        ControlPlaneClient(url, "t")
 
 
 def test_request_returns_status_and_json(control_plane):

@@ -14,8 +14,6 @@ import pytest
 
 from ansible_collections.vantage.checkpoint.plugins.modules import checkpoint_enrollment
 
-from ansible_collections.vantage.checkpoint.plugins.module_utils._control_plane import is_loopback_url
-
 KEY_A = base64.b64encode(bytes(range(32))).decode()
 KEY_B = base64.b64encode(bytes(range(100, 132))).decode()
 
@@ -217,9 +215,11 @@ def test_bad_url_fails(enroll):
     assert run.failed and "credentials" in run.result["msg"]
 
 
-def test_plain_http_outside_loopback_is_recognised():
-    assert is_loopback_url("http://127.0.0.1:8443") and is_loopback_url("http://[::1]:1") and is_loopback_url("http://localhost")
-    assert not is_loopback_url("http://cp.example.com") and not is_loopback_url("http://10.0.0.1")
+def test_plain_http_outside_loopback_is_refused_before_any_request(enroll, control_plane):
+    for url in ("http://cp.example.com", "http://10.0.0.1:8443"):
+        run = enroll(public_key=KEY_A, control_plane_url=url)
+        assert run.failed and run.result["msg"].startswith("control_plane_url must be an https:// URL")
+    assert control_plane.requests == []
 
 
 def test_tls_with_the_control_planes_ca(run_module, tls_control_plane):

@@ -285,7 +285,7 @@ def test_module_errors_are_distinct(check, cp):
 
 
 @pytest.mark.parametrize("args, message", [
-    (dict(checkpoint="Office"), "checkpoint 'Office' is not a valid name"),
+    (dict(checkpoint="Office"), "checkpoint must be 1 to 63 characters a-z, 0-9 and '-', starting with a letter or digit, got 'Office'"),
     (dict(instances=["a", "a"]), "instances lists a twice"),
     (dict(instances=["a"], local_instances=["b"]), "local_instances lists b, which instances does not list"),
     (dict(instances=["a"], min_healthy=2), "min_healthy is 2 but instances lists only 1 instance(s)"),
