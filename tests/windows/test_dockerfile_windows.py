@@ -40,7 +40,7 @@ def instructions(path: Path) -> list[tuple[str, str]]:
             continue
         text = pending + line
         pending = ""
-        keyword, rest = (text.strip().split(None, 1) + [""])[:2]
+        keyword, rest = [*text.strip().split(None, 1), ""][:2]
         result.append((keyword.upper(), rest.strip()))
     assert not pending, "the file ends inside a continued instruction"
     return result
