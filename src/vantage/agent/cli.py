@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vantage.agent.config import AgentConfig, ConfigError, config_file_from, load_config, state_dir_only
 
@@ -90,6 +90,15 @@ def _setup_logging(level: str) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def event_loop_factory() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
+    """uvloop's event loop where it is installed (less CPU per connection and per message), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None, "asyncio"
+    return uvloop.new_event_loop, "uvloop"
+
+
 def _run(config: AgentConfig) -> int:
     from vantage.agent.session import Agent
 
@@ -105,8 +114,11 @@ def _run(config: AgentConfig) -> int:
             loop.add_signal_handler(signum, agent.stop)
         await agent.run()
 
+    factory, name = event_loop_factory()
+    log.info("event loop: %s", name)
     try:
-        asyncio.run(serve())
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve())
     except Exception:  # pragma: no cover - last resort, logged for the operator
         log.exception("agent failed")
         return 1

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import ssl
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,22 +20,20 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
 def proxy_for(url: str, env: Mapping[str, str] | None = None) -> str | None:
     """The proxy to reach ``url`` through, from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``.
 
-    aiohttp's own ``trust_env`` looks websocket URLs up under ``WSS_PROXY``, which nobody sets;
-    the control plane is an HTTPS service, so the agent applies the HTTPS proxy variables to
-    its websocket (``wss://`` is tunnelled with ``CONNECT`` like ``https://``).
+    The control plane is an HTTPS service, so the agent applies the HTTPS proxy variables to its
+    ``wss://`` websocket (tunnelled with ``CONNECT`` like ``https://``), not ``WSS_PROXY``,
+    which nobody sets.
     """
-    if env is None:
-        proxies = urllib.request.getproxies_environment()
-    else:
-        # Same rules as urllib: lower-case wins, *_proxy variables by scheme.
-        proxies = {}
-        for name, value in env.items():
-            lowered = name.lower()
-            if value and lowered.endswith("_proxy"):
-                proxies.setdefault(lowered[: -len("_proxy")], value)
-        for name, value in env.items():
-            if value and name.endswith("_proxy") and name.islower():
-                proxies[name[: -len("_proxy")]] = value
+    env = os.environ if env is None else env
+    # The rules of urllib's getproxies_environment: lower case wins, *_proxy variables by scheme.
+    proxies: dict[str, str] = {}
+    for name, value in env.items():
+        lowered = name.lower()
+        if value and lowered.endswith("_proxy"):
+            proxies.setdefault(lowered[: -len("_proxy")], value)
+    for name, value in env.items():
+        if value and name.endswith("_proxy") and name.islower():
+            proxies[name[: -len("_proxy")]] = value
     parts = urlsplit(url)
     host = parts.hostname or ""
     if host and _bypassed(host, parts.port, proxies.get("no", "")):
