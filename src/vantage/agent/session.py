@@ -120,6 +120,7 @@ class Agent:
         self._checks: set[asyncio.Task[None]] = set()
         self._started = time.monotonic()
         self._state_dir_writable = True
+        self._trimmed = False
         #: instructions executed, by kind, and rejections, by reason (for tests and logs)
         self.executed: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
@@ -308,6 +309,9 @@ class Agent:
             self.status.last_error = None
             self._write_status(CONNECTED)
             log.info("connected to %s as %s", self.config.control_plane_url, self.config.audience)
+            if not self._trimmed:
+                self._trimmed = True
+                release_free_memory()  # what start-up allocated and freed: about 1.5 MB
             try:
                 await self._serve(ws)
             except SessionEnded as exc:
@@ -696,6 +700,21 @@ def load_trust(mounted: Path, persisted: Path) -> TrustStore:
     if not len(trust):
         raise ConfigError("VANTAGE_TRUSTED_KEYS", f"{mounted} holds no keys")
     return trust
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    glibc keeps memory freed in the middle of its heap for later use; after start-up (imports,
+    the journal's recovery) that is memory the agent never needs again but still holds.
+    """
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return
+    trim(0)
 
 
 def _result_frame(data: bytes) -> bytes:
