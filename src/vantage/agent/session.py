@@ -243,7 +243,8 @@ class Agent:
                 self._write_status(DISCONNECTED)
                 log.info("reconnecting in %.1fs", delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
         finally:
             await self._finish_checks()
             await self.commit.close()
@@ -290,16 +291,14 @@ class Agent:
     async def _session(self, ssl_context: Any, proxy: str | None) -> float | None:
         """One connection: handshake, then serve until it ends; return when it was welcomed."""
         self._write_status(CONNECTING)
-        ws = await asyncio.wait_for(
-            wsclient.connect(
+        async with asyncio.timeout(self.timing.handshake_timeout):
+            ws = await wsclient.connect(
                 self.config.connect_url,
                 ssl_context=ssl_context,
                 proxy=proxy,
                 max_message=MAX_MESSAGE_BYTES,
                 user_agent=f"vantage-agent/{__version__}",
-            ),
-            self.timing.handshake_timeout,
-        )
+            )
         try:
             await self._handshake(ws)
             welcomed_at = time.monotonic()
@@ -478,8 +477,11 @@ class Agent:
             if frames:
                 await self._send_raw(*frames)  # one write for every result ready now
                 continue  # acks may have freed slots meanwhile
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+            # arrives as the event is set, and the session could then not end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox.changed.wait(), ack_timeout / 4)
+                async with asyncio.timeout(ack_timeout / 4):
+                    await self.outbox.changed.wait()
 
     # ------------------------------------------------------------------ instructions
 
