@@ -438,45 +438,43 @@ def measure_agent(
 # ----------------------------------------------------------------------------- the profile
 
 
-#: What the agent's CPU goes to, by the innermost matching frame of each sample (first match wins).
+#: What the agent's CPU goes to, by the first bucket one of whose markers appears in a sample's
+#: stack (Python and native frames, py-spy --native).
 PROFILE_BUCKETS = (
     (
-        "connection set-up and teardown (connect, TCP close)",
+        "connection set-up and teardown (vetted address, socket, connect, close)",
         (
-            "open_vetted",
-            "open_connection",
-            "create_connection",
-            "_connect_sock",
-            "sock_connect",
-            "getaddrinfo",
-            "writer.close",
-            "wait_closed",
-            "close (vantage/checks",
+            "open_vetted", "Connection.abort", "open_connection", "create_connection", "TCPTransport_connect", "uv__tcp_connect", "uv__stream_connect",
+            "connection_made", "connection_lost", "uv_close", "uv__stream_destroy", "uv__finish_close",
+            "_uv_close_handle_cb", "socket (libc", "connect (libc", "close (libc", "shutdown (libc", "wait_closed",
         ),
     ),
-    ("signature verification", ("verify (cryptography", "envelope.py")),
+    ("signature verification (Ed25519)", ("vantage/protocol/envelope.py",)),
     ("the rest of the HTTP check", ("vantage/checks/",)),
-    (
-        "journal and group commit",
-        ("vantage/agent/journal.py", "vantage/agent/commit.py", "vantage/agent/outbox.py"),
-    ),
-    ("websocket to the control plane", ("vantage/agent/wsclient.py",)),
-    ("instruction parsing and checks", ("vantage/protocol/",)),
-    ("session, runner (JSON, tasks)", ("vantage/agent/",)),
-)
+    ("journal and group commit (fsync included)", ("vantage/agent/journal.py", "vantage/agent/commit.py",
+                                                   "vantage/agent/outbox.py", "concurrent/futures/")),
+    ("TLS to the control plane", ("_ssl__SSLSocket", "sslproto", "SSLObject", "SSLProtocol")),
+    ("websocket framing", ("vantage/agent/wsclient.py",)),
+    ("instruction payloads (JSON, fields, replay cache)", ("vantage/protocol/",)),
+    ("session and runner (tasks, JSON, data protection)", ("vantage/agent/",)),
+)  # fmt: skip
+#: Samples of a thread that waits (for work, for the GIL, for events) rather than runs.
+PROFILE_IDLE = ("PyThread_acquire_lock_timed", "pthread_cond_timedwait", "pthread_cond_wait", "epoll_pwait", "epoll_wait")
 
 
 def summarise_profile(path: Path) -> list[tuple[str, float]]:
-    """Shares of the samples of a py-spy ``--format raw`` file (collapsed stacks), by bucket."""
+    """Shares of the CPU-active samples of a py-spy ``--format raw`` file, by bucket."""
     totals: Counter[str] = Counter()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         frames = stack.split(";")
-        bucket = "event loop and other"
-        for label, needles in PROFILE_BUCKETS:
-            if any(needle in frame for frame in frames for needle in needles):
+        if any(marker in frame for frame in frames[-4:] for marker in PROFILE_IDLE):
+            continue
+        bucket = "event loop and everything else"
+        for label, markers in PROFILE_BUCKETS:
+            if any(marker in frame for frame in frames for marker in markers):
                 bucket = label
                 break
         totals[bucket] += int(count)
@@ -493,7 +491,7 @@ def profile_agent(
     dispatcher.set_load(in_flight, nginx.url)
     time.sleep(WARMUP_S)
     argv = [py_spy, "record", "--pid", str(agent.pid), "--duration", str(int(window)), "--rate", "250",
-            "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
+            "--format", "raw", "--output", str(out), "--native"]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=window + 60, check=False)
     dispatcher.set_load(0)
     wait_until(lambda: not dispatcher.outstanding, 30, "the outstanding checks to finish")

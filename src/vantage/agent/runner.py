@@ -49,9 +49,16 @@ def _error_result(error: str, started_at: float, duration_ms: float = 0.0) -> di
     }
 
 
+def _plain(value: Any) -> Any:
+    """What JSON cannot hold, as text (bytes decoded the way data protection decodes them)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
 def serialise(result: dict[str, Any]) -> bytes:
-    """The result as one line of JSON (anything exotic stringified), cut down if too large."""
-    data = json.dumps(result, default=str, separators=(",", ":")).encode("ascii")
+    """The result as one line of JSON (anything exotic as text), cut down if too large."""
+    data = json.dumps(result, default=_plain, separators=(",", ":")).encode("ascii")
     if len(data) > MAX_RESULT_BYTES:
         log.warning(
             "result %s is %d bytes (limit %d); its details are dropped",
@@ -62,7 +69,7 @@ def serialise(result: dict[str, Any]) -> bytes:
         result = {**result, "details": {"truncated": True, "original_bytes": len(data)}}
         if isinstance(result.get("error"), str):
             result["error"] = result["error"][:4096]
-        data = json.dumps(result, default=str, separators=(",", ":")).encode("ascii")
+        data = json.dumps(result, default=_plain, separators=(",", ":")).encode("ascii")
     return data
 
 
@@ -136,7 +143,8 @@ class CheckRunner:
             self.running -= 1
             self._semaphore.release()
         result.update(id=check_id, check_id=check_id, monitor_id=monitor_id, attempt=attempt)
-        result = self.protection.apply(result)
+        if self.protection.active:  # with every switch off, apply() would only copy the result
+            result = self.protection.apply(result)
         return result, serialise(result)
 
     @property

@@ -135,3 +135,19 @@ async def test_oversized_result_keeps_its_verdict_without_details(
     sent = json.loads(data)
     assert sent["ok"] is True and sent["details"]["truncated"] is True
     assert sent["id"] == "c1"
+
+
+async def test_bytes_become_text_whether_or_not_data_protection_is_on(
+    fake_checks: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without any switch on, the runner skips data protection's copy; the JSON is the same."""
+    real = CheckResult(True, None, 1.0, 1700000000.0, {}, {"banner": b"SSH-2.0-x\xff", "n": (1, 2)})
+
+    async def banner_check(spec: dict[str, Any], options: CheckOptions) -> CheckResult:
+        return real
+
+    monkeypatch.setattr(vantage.checks, "run_check", banner_check)
+    _, plain = await CheckRunner(CheckOptions(), DataProtection()).run(body())
+    _, protected = await CheckRunner(CheckOptions(), DataProtection(strip_headers=True)).run(body())
+    assert json.loads(plain)["details"] == {"banner": "SSH-2.0-x\ufffd", "n": [1, 2]}
+    assert json.loads(plain) == json.loads(protected)
