@@ -4,7 +4,7 @@ The agent must not act on an instruction before its nonce is durable (replay pro
 a restart, even a power loss) and must not send a result before it is durable (no result lost
 to a crash).  Callers append their records to the journal and ``await``
 :meth:`GroupCommit.durable`.  A round takes every record queued so far, writes them and flushes
-the file once in a worker thread (:func:`asyncio.to_thread`, so the loop keeps running checks
+the file once in a worker thread (the loop's default executor, so the loop keeps running checks
 and reading frames), then wakes every caller whose records it covered.  Records queued while a
 round runs are served by the next round, so under load each round covers many checks and the
 flush rate is bounded by the disk's latency, not by the check rate.  When the journal holds too
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,8 @@ class GroupCommit:
         self.journal = journal
         self.outbox = outbox
         self.replay = replay
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        #: (sequence number to wait for, future), in call order: the numbers never decrease
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._task: asyncio.Task[None] | None = None
         #: rounds completed, and compactions among them (for tests and logs)
         self.rounds = 0
@@ -107,7 +109,7 @@ class GroupCommit:
             records, target = self.journal.take()
             snapshot = self._snapshot()
             try:
-                await asyncio.to_thread(self.journal.write, records, snapshot)
+                await asyncio.get_running_loop().run_in_executor(None, self.journal.write, records, snapshot)
             except OSError as exc:
                 self.journal.requeue(records)
                 log.error("journal write failed: %s", exc)
@@ -133,13 +135,12 @@ class GroupCommit:
 
     def _wake(self, target: int, error: BaseException | None) -> None:
         """Settle the waiters whose records the round ending at ``target`` covered."""
-        remaining = []
-        for wanted, waiter in self._waiters:
-            if wanted > target:
-                remaining.append((wanted, waiter))
-            elif not waiter.done():
-                if error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(error)
-        self._waiters = remaining
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= target:
+            _, waiter = waiters.popleft()
+            if waiter.done():  # its caller was cancelled
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)

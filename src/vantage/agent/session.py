@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ class Agent:
         protection: dict[str, bool],
         timing: Timing | None = None,
         backoff: Backoff | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.identity_key = identity_key
@@ -108,6 +110,8 @@ class Agent:
         #: makes nonces and results durable in batches (see vantage.agent.commit)
         self.commit = GroupCommit(outbox.journal, outbox, verifier.replay)
         self.protection = protection
+        #: TLS settings of the control-plane connection (``wss://``); built from the config if None
+        self.ssl_context = ssl_context
         self.timing = timing or Timing()
         self.backoff = backoff or Backoff()
         self.status = Status(version=__version__)
@@ -153,9 +157,10 @@ class Agent:
         except (OSError, ValueError) as exc:
             raise ConfigError("VANTAGE_IDENTITY_KEY", f"cannot load {config.identity_key}: {exc}") from None
         trust = load_trust(config.trusted_keys, state_dir / TRUST_FILE)
-        if config.ca_bundle is not None:
-            try:
-                tls_context(config.ca_bundle)
+        ssl_context = None
+        if config.connect_url.startswith("wss:") or config.ca_bundle is not None:
+            try:  # built once: each context holds its own copy of the trusted certificates
+                ssl_context = tls_context(config.ca_bundle)
             except (OSError, ValueError) as exc:
                 raise ConfigError("VANTAGE_CA_BUNDLE", f"cannot load {config.ca_bundle}: {exc}") from None
         # Nonces and results go to one journal, made durable by group-committed rounds (self.commit);
@@ -190,6 +195,7 @@ class Agent:
             verifier=verifier,
             runner=runner,
             outbox=state.outbox,
+            ssl_context=ssl_context,
             protection=dict(protection.as_dict()),
             **kwargs,
         )
@@ -210,9 +216,9 @@ class Agent:
             self.protection,
         )
         self._write_status(CONNECTING)
-        ssl_context = (
-            tls_context(self.config.ca_bundle) if self.config.connect_url.startswith("wss:") else None
-        )
+        ssl_context = None
+        if self.config.connect_url.startswith("wss:"):
+            ssl_context = self.ssl_context or tls_context(self.config.ca_bundle)
         proxy = proxy_for(self.config.control_plane_url)
         if proxy:
             log.info("connecting through proxy %s", _redact(proxy))
