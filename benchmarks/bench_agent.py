@@ -88,11 +88,14 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+#: Variables of a developer's shell that the processes measured would not see in their images:
+#: proxies, and trust-store overrides (SSL_CERT_FILE makes the agent load the whole CA bundle).
+_NOT_IN_IMAGES = {"http_proxy", "https_proxy", "all_proxy", "ssl_cert_file", "ssl_cert_dir"}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("VANTAGE_") and k.lower() not in {"http_proxy", "https_proxy", "all_proxy"}
+        k: v for k, v in os.environ.items() if not k.startswith("VANTAGE_") and k.lower() not in _NOT_IN_IMAGES
     }
     env["NO_PROXY"] = "127.0.0.1,localhost"
     env.update(extra)
