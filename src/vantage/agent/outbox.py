@@ -77,6 +77,8 @@ class Outbox:
         """
         if not isinstance(result_id, str) or not result_id:
             raise ValueError("a result needs a string id")
+        if b"\n" in data:
+            raise ValueError("a result must be one line of JSON (it is one journal record)")
         self._remove(result_id)
         self._entries[result_id] = _Entry(data, self.journal.append(result_record(data)))
         self._bytes += len(data)

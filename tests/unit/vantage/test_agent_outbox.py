@@ -83,10 +83,13 @@ async def test_bounds_apply_to_leftovers_on_start(tmp_path: Path) -> None:
     assert open_state(tmp_path, max_results=2).outbox.ids() == ["r3", "r4"]
 
 
-def test_result_without_id_is_refused(tmp_path: Path) -> None:
+def test_result_without_id_or_on_several_lines_is_refused(tmp_path: Path) -> None:
     state = open_state(tmp_path)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="string id"):
         state.outbox.add("", result("x"))
+    with pytest.raises(ValueError, match="one line"):
+        state.outbox.add("x", b'{"id": "x",\n"ok": true}')
+    assert len(state.outbox) == 0 and state.journal.pending == 0
 
 
 async def test_nothing_is_offered_for_sending_before_it_is_durable(tmp_path: Path) -> None:
