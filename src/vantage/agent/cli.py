@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from vantage.agent.config import AgentConfig, ConfigError, config_file_from, load_config, state_dir_only
 
@@ -100,16 +100,8 @@ def _setup_logging(level: str) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def event_loop_factory() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
-    """uvloop's event loop where it is installed (less CPU per connection and per message), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return None, "asyncio"
-    return uvloop.new_event_loop, "uvloop"
-
-
 def _run(config: AgentConfig) -> int:
+    from vantage.agent.runtime import event_loop_factory
     from vantage.agent.session import Agent
 
     try:

@@ -65,6 +65,7 @@ class GroupCommit:
         #: (sequence number to wait for, future), in call order: the numbers never decrease
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # asked once: each ask is a getpid() on 3.11
         #: rounds completed, and compactions among them (for tests and logs)
         self.rounds = 0
         self.compactions = 0
@@ -74,7 +75,7 @@ class GroupCommit:
         target = self.journal.appended
         if self.journal.durable >= target:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = self._running_loop().create_future()
         self._waiters.append((target, waiter))
         self._start()
         await waiter
@@ -99,9 +100,14 @@ class GroupCommit:
 
     # ------------------------------------------------------------------ internals
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
     def _start(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+            self._task = self._running_loop().create_task(self._run(), name="group-commit")
 
     async def _run(self) -> None:
         while self.journal.pending:
@@ -109,7 +115,7 @@ class GroupCommit:
             records, target = self.journal.take()
             snapshot = self._snapshot()
             try:
-                await asyncio.get_running_loop().run_in_executor(None, self.journal.write, records, snapshot)
+                await self._running_loop().run_in_executor(None, self.journal.write, records, snapshot)
             except OSError as exc:
                 self.journal.requeue(records)
                 log.error("journal write failed: %s", exc)

@@ -22,7 +22,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from vantage.agent.health import CONNECTED, CONNECTING, DISCONNECTED, STOPPED, S
 from vantage.agent.hostinfo import host_facts
 from vantage.agent.outbox import Outbox
 from vantage.agent.runner import BadInstructionBody, CheckRunner
+from vantage.agent.runtime import settle_after_start
 from vantage.agent.transport import proxy_for, tls_context
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class Agent:
         self._started = time.monotonic()
         self._state_dir_writable = True
         self._settled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: instructions executed, by kind, and rejections, by reason (for tests and logs)
         self.executed: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
@@ -550,10 +552,15 @@ class Agent:
         else:
             log.info("instruction %s acknowledged and ignored (reserved in protocol v1)", instruction.kind)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._running_loop().create_task(coro)
         self._checks.add(task)
         task.add_done_callback(self._check_done)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:  # asked once: each ask is a getpid() on Python 3.11
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def _check_done(self, task: asyncio.Task[None]) -> None:
         self._checks.discard(task)
@@ -708,30 +715,6 @@ def load_trust(mounted: Path, persisted: Path) -> TrustStore:
     if not len(trust):
         raise ConfigError("VANTAGE_TRUSTED_KEYS", f"{mounted} holds no keys")
     return trust
-
-
-def settle_after_start() -> None:
-    """Once connected for the first time: set start-up's objects aside, give its garbage back.
-
-    Everything alive now (modules, configuration, keys) lives as long as the process: it is
-    frozen out of the cyclic garbage collector, and the youngest generation is collected after
-    10 000 allocations instead of 700 (each check allocates hundreds of short-lived objects:
-    the collector took about 4 % of the agent's CPU under load, 0.1 % after).  Then the C
-    heap's free pages go back to the system (glibc's ``malloc_trim``; elsewhere nothing): glibc
-    keeps memory freed in the middle of its heap, and start-up (imports, the journal's
-    recovery) freed about 1.5 MB of it.
-    """
-    import ctypes
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        return
-    trim(0)
 
 
 def _result_frame(data: bytes) -> bytes:
