@@ -29,6 +29,7 @@ from vantage.protocol import (
     generate_key,
     instruction_payload,
     make_instruction,
+    pae,
     public_key_b64,
     rotation_body,
     sign,
@@ -467,6 +468,33 @@ async def test_one_bad_item_refuses_the_batch_and_every_item_is_answered(
         }
     )
     assert {(await cp.next("result"))["result"]["id"] for _ in good} == {"x-0", "x-2"}
+
+
+async def test_too_many_items_and_an_oversized_batch_are_refused(
+    cp: FakeControlPlane, start_agent: AgentFactory, signing_key: Any, target: str
+) -> None:
+    from vantage.protocol import MAX_BATCH_ITEMS, MAX_PAYLOAD_BYTES
+
+    agent = await start_agent()
+    bodies = [run_check_body(target + "/", f"many-{i}") for i in range(MAX_BATCH_ITEMS + 1)]
+    envelope, _ = batch(signing_key, bodies)
+    await cp.send({"type": "instruction_batch", "envelope": envelope})
+    rejected = [await cp.next("rejected") for _ in range(MAX_BATCH_ITEMS)]  # one per item, bounded
+    assert {r["reason"] for r in rejected} == {"payload_too_large"}
+    # over the payload limit (within the frame limit), signed all the same (sign() would refuse):
+    # refused before its signature is even checked
+    _, items = batch(signing_key, [run_check_body(target + "/", "big")])
+    items[0]["body"]["padding"] = "x" * MAX_PAYLOAD_BYTES
+    payload = json.dumps({"v": 1, "items": items}).encode()
+    signature = signing_key.sign(pae(INSTRUCTION_BATCH_TYPE, payload))
+    oversized = {
+        "payloadType": INSTRUCTION_BATCH_TYPE,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": key_id(signing_key), "sig": base64.b64encode(signature).decode()}],
+    }
+    await cp.send({"type": "instruction_batch", "envelope": oversized})
+    assert await cp.next("rejected") == {"type": "rejected", "nonce": None, "reason": "payload_too_large"}
+    assert agent.executed == {} and len(agent.verifier.replay) == 0
 
 
 async def test_a_forged_batch_is_answered_without_reading_its_payload(
