@@ -312,8 +312,9 @@ def _apply(line: bytes, state: Recovered) -> bool:
             result = json.loads(body)
             if not isinstance(result, dict) or not isinstance(result.get("id"), str):
                 return False
-            state.results.pop(result["id"], None)
-            state.results[result["id"]] = body
+            if state.results.get(result["id"]) != body:  # a repeat (a compaction's copy) keeps its place
+                state.results.pop(result["id"], None)
+                state.results[result["id"]] = body
             return True
         if kind == b"A":
             result_id = json.loads(body)

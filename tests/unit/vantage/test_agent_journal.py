@@ -170,3 +170,28 @@ def test_older_formats_are_imported_once_then_removed(tmp_path: Path) -> None:
     state.journal.close()
     again = open_state(tmp_path)  # from the journal alone now
     assert again.outbox.ids() == ["old-1", "old-2"] and nonce(2) in again.replay
+
+
+def test_a_crash_in_the_middle_of_a_compaction_loses_nothing(tmp_path: Path) -> None:
+    """Killed while writing the new generation, or before removing the old ones."""
+    first = Journal(tmp_path)
+    first.write([nonce_record(nonce(1), NOW + 60), result_record(result("a")), result_record(result("b"))])
+    first.write([ack_record("a"), result_record(result("c"))])
+    first.close()
+    old = files(tmp_path)[0].read_bytes()
+    snapshot = journal_module.HEADER + nonce_record(nonce(1), NOW + 60) + result_record(result("b"))
+    snapshot += result_record(result("c"))
+    expected = ({nonce(1): NOW + 60}, ["b", "c"])
+    # 1. the new generation was cut short in the middle of a record
+    (tmp_path / "journal" / "00000000000000000002.log").write_bytes(snapshot[:-7])
+    recovered = Journal(tmp_path).recover()
+    assert (recovered.nonces, list(recovered.results)) == expected
+    # 2. the new generation was complete, the old one not removed yet
+    (tmp_path / "journal" / "00000000000000000002.log").write_bytes(snapshot)
+    recovered = Journal(tmp_path).recover()
+    assert (recovered.nonces, list(recovered.results)) == expected
+    assert files(tmp_path)[0].read_bytes() == old
+    # and the next start leaves one generation holding the same state
+    state = open_state(tmp_path)
+    assert state.outbox.ids() == ["b", "c"] and nonce(1) in state.replay
+    assert [p.name for p in files(tmp_path)] == ["00000000000000000003.log"]
