@@ -326,9 +326,9 @@ class AgentProcess:
 
     def outbox_results(self) -> list[dict[str, Any]]:
         """The results waiting in the agent's outbox, read from its journal as a restart would."""
-        from vantage.agent.journal import Journal
+        from vantage.agent.journal import read_journal
 
-        return [json.loads(data) for data in Journal(self.state_dir).recover().results.values()]
+        return [json.loads(data) for data in read_journal(self.state_dir).results.values()]
 
     def log_tail(self) -> str:
         return _tail(self.log_path)

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 
-from vantage.agent.journal import Journal
+from vantage.agent.journal import read_journal
 from vantage.control_plane.testing import eventually
 from vantage.protocol import (
     TrustStore,
@@ -259,7 +259,7 @@ async def test_sigkill_at_random_points_under_load_loses_nothing_sent_and_replay
             await asyncio.sleep(0.2)  # requests already on their way still land at the target
 
             # 4. Everything the control plane saw and did not acknowledge is in the journal.
-            stored = set(Journal(state).recover().results)
+            stored = set(read_journal(state).results)
             missing = unacknowledged() - stored
             assert not missing, f"cycle {cycle}: {len(missing)} sent result(s) not durable: {sorted(missing)[:3]}"
             executed_total = sum(1 for count in target.hits.values() if count)
@@ -270,7 +270,7 @@ async def test_sigkill_at_random_points_under_load_loses_nothing_sent_and_replay
         await cp.ack_everything()
         agent = await start_agent()
         await eventually(lambda: not unacknowledged(), timeout=30)
-        await eventually(lambda: not Journal(state).recover().results, timeout=10)
+        await eventually(lambda: not read_journal(state).results, timeout=10)
         agent.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(agent.wait(), 15) == 0
         assert max(target.hits.values()) == 1  # no check ever ran twice

@@ -16,6 +16,12 @@ with the line ``vantage-journal v1``; then one record per line::
     <crc32> R <the result, one line of JSON with a string "id">
     <crc32> A <the result id, a JSON string>
 
+One process at a time writes a state directory: :class:`Journal` holds an exclusive lock on
+``journal/lock`` (``flock``) for its lifetime, so that a second agent started on the same
+directory by mistake fails at start instead of reopening the replay window of the first (the
+kernel releases the lock when the process dies, however it dies).  :func:`read_journal` reads
+the files without writing anything, for inspection.
+
 Recovery (:meth:`Journal.recover`) reads the files in generation order and replays the records:
 the latest ``R`` of an id wins, an ``A`` removes it, a nonce is kept until its latest
 ``expires_at``.  A last line without its newline (a write torn by a crash or a power loss) and a
@@ -31,6 +37,7 @@ torn tail and imports the per-file outbox and the replay-cache file of earlier v
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 HEADER = b"vantage-journal v1\n"
 DIRECTORY = "journal"
 SUFFIX = ".log"
+LOCK_FILE = "lock"
 FILE_MODE = 0o600
 #: compaction starts when the files hold this many times the live data...
 COMPACT_FACTOR = 4
@@ -107,8 +115,25 @@ class Snapshot:
             yield result_record(data)
 
 
+class JournalBusy(OSError):
+    """Another process holds the journal of this state directory."""
+
+
+def read_journal(state_dir: Path) -> Recovered:
+    """The state the journal of ``state_dir`` holds (this version's files, then older formats).
+
+    Reads only; a running agent may hold the journal meanwhile (a record it is writing then
+    counts as torn).
+    """
+    state = Recovered()
+    _read_legacy(state_dir, state)
+    for path in _segment_paths(state_dir / DIRECTORY):
+        _read_segment(path, state)
+    return state
+
+
 class Journal:
-    """The journal files of one state directory (one :class:`Journal` per directory at a time).
+    """The journal files of one state directory, held by this process until :meth:`close`.
 
     Records are appended on the event loop (:meth:`append`); :meth:`take` hands a round its
     records and :meth:`write` (blocking: a worker thread) makes them durable.  Rounds never
@@ -129,16 +154,21 @@ class Journal:
         self._generation = 0
         self._fd: int | None = None
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise JournalBusy(
+                f"{self.directory} is in use by another agent process (one agent per state directory)"
+            ) from None
+        self._generation = max((_generation_of(p) for p in _segment_paths(self.directory)), default=0)
 
     # ------------------------------------------------------------------ start
 
     def recover(self) -> Recovered:
         """Read the state left by earlier runs (this version's files, then older formats)."""
-        state = Recovered()
-        self._read_legacy(state)
-        for path in self._segment_paths():
-            self._generation = max(self._generation, _generation_of(path))
-            self._read_segment(path, state)
+        state = read_journal(self.state_dir)
         if state.skipped:
             log.warning("journal: skipped %d torn or corrupt record(s)", state.skipped)
         return state
@@ -148,9 +178,7 @@ class Journal:
 
         Blocking; called once at start, before anything else is appended.
         """
-        self._segments = self._segment_paths()
-        for path in self._segments:
-            self._generation = max(self._generation, _generation_of(path))
+        self._segments = _segment_paths(self.directory)
         self.write([], snapshot)
         legacy_outbox = self.state_dir / LEGACY_OUTBOX
         legacy = [self.state_dir / LEGACY_REPLAY, *sorted(legacy_outbox.glob("*"))]
@@ -213,8 +241,11 @@ class Journal:
         self._new_generation(records, snapshot)
 
     def close(self) -> None:
-        """Close the current file (the journal must not be used afterwards)."""
+        """Close the current file and let go of the directory (the journal is done with)."""
         self._close()
+        if self._lock >= 0:
+            os.close(self._lock)  # releases the flock
+            self._lock = -1
 
     # ------------------------------------------------------------------ internals
 
@@ -254,45 +285,48 @@ class Journal:
                 os.close(self._fd)
             self._fd = None
 
-    def _segment_paths(self) -> list[Path]:
-        paths = [p for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit()]
-        return sorted(paths, key=_generation_of)
 
-    def _read_segment(self, path: Path, state: Recovered) -> None:
+def _segment_paths(directory: Path) -> list[Path]:
+    paths = [p for p in directory.glob(f"*{SUFFIX}") if p.stem.isdigit()]
+    return sorted(paths, key=_generation_of)
+
+
+def _read_segment(path: Path, state: Recovered) -> None:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        log.warning("journal: cannot read %s: %s", path.name, exc)
+        return
+    if not data.startswith(HEADER):
+        log.warning("journal: %s is not a journal file; ignored", path.name)
+        return
+    lines = data[len(HEADER) :].split(b"\n")
+    if lines[-1]:
+        state.skipped += 1  # a torn last record
+    for line in lines[:-1]:
+        if not _apply(line, state):
+            state.skipped += 1
+
+
+def _read_legacy(state_dir: Path, state: Recovered) -> None:
+    """Nonces and results stored by earlier versions (imported, then removed by :meth:`Journal.start`)."""
+    with contextlib.suppress(FileNotFoundError):
+        text = (state_dir / LEGACY_REPLAY).read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
+        if lines and lines[0] == _LEGACY_REPLAY_HEADER:
+            for line in lines[1:]:
+                _apply_nonce(line.encode("utf-8", "replace").split(b" "), state)
+    for path in sorted((state_dir / LEGACY_OUTBOX).glob("*.json")):
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            log.warning("journal: cannot read %s: %s", path.name, exc)
-            return
-        if not data.startswith(HEADER):
-            log.warning("journal: %s is not a journal file; ignored", path.name)
-            return
-        lines = data[len(HEADER) :].split(b"\n")
-        if lines[-1]:
-            state.skipped += 1  # a torn last record
-        for line in lines[:-1]:
-            if not _apply(line, state):
-                state.skipped += 1
-
-    def _read_legacy(self, state: Recovered) -> None:
-        """Nonces and results stored by earlier versions (imported, then removed by :meth:`start`)."""
-        with contextlib.suppress(FileNotFoundError):
-            text = (self.state_dir / LEGACY_REPLAY).read_text(encoding="utf-8", errors="replace")
-            lines = text.splitlines()
-            if lines and lines[0] == _LEGACY_REPLAY_HEADER:
-                for line in lines[1:]:
-                    _apply_nonce(line.encode("utf-8", "replace").split(b" "), state)
-        for path in sorted((self.state_dir / LEGACY_OUTBOX).glob("*.json")):
-            try:
-                record = json.loads(path.read_bytes())
-                result = record["result"]
-                if not isinstance(result, dict) or not isinstance(result.get("id"), str):
-                    raise TypeError("bad record")
-            except (OSError, ValueError, KeyError, TypeError):
-                state.skipped += 1
-                continue
-            state.results.pop(result["id"], None)
-            state.results[result["id"]] = json.dumps(result, separators=(",", ":")).encode("utf-8")
+            record = json.loads(path.read_bytes())
+            result = record["result"]
+            if not isinstance(result, dict) or not isinstance(result.get("id"), str):
+                raise TypeError("bad record")
+        except (OSError, ValueError, KeyError, TypeError):
+            state.skipped += 1
+            continue
+        state.results.pop(result["id"], None)
+        state.results[result["id"]] = json.dumps(result, separators=(",", ":")).encode("utf-8")
 
 
 def _apply(line: bytes, state: Recovered) -> bool:

@@ -165,15 +165,6 @@ class Agent:
                 ssl_context = tls_context(config.ca_bundle)
             except (OSError, ValueError) as exc:
                 raise ConfigError("VANTAGE_CA_BUNDLE", f"cannot load {config.ca_bundle}: {exc}") from None
-        # Nonces and results go to one journal, made durable by group-committed rounds (self.commit);
-        # nothing is acted upon and no result is sent before its record is durable.
-        try:
-            state = open_state(
-                state_dir, max_results=config.outbox_max_results, max_bytes=config.outbox_max_bytes
-            )
-        except OSError as exc:
-            raise ConfigError("VANTAGE_STATE_DIR", f"cannot use the journal in {state_dir}: {exc}") from None
-        verifier = InstructionVerifier(trust, config.audience, state.replay)
         protection = DataProtection(
             strip_content=config.strip_content, strip_headers=config.strip_headers, strip_ips=config.strip_ips
         )
@@ -191,6 +182,16 @@ class Agent:
             credentials=credentials,
         )
         runner = CheckRunner(options, protection, config.max_concurrency)
+        # Last, once everything else is valid: the journal is this process's from here on.
+        # Nonces and results go to it, made durable by group-committed rounds (self.commit);
+        # nothing is acted upon and no result is sent before its record is durable.
+        try:
+            state = open_state(
+                state_dir, max_results=config.outbox_max_results, max_bytes=config.outbox_max_bytes
+            )
+        except OSError as exc:
+            raise ConfigError("VANTAGE_STATE_DIR", f"cannot use the journal in {state_dir}: {exc}") from None
+        verifier = InstructionVerifier(trust, config.audience, state.replay)
         return cls(
             config,
             identity_key=identity_key,

@@ -11,7 +11,15 @@ import pytest
 
 from vantage.agent import journal as journal_module
 from vantage.agent.commit import open_state
-from vantage.agent.journal import Journal, Snapshot, ack_record, nonce_record, result_record
+from vantage.agent.journal import (
+    Journal,
+    JournalBusy,
+    Snapshot,
+    ack_record,
+    nonce_record,
+    read_journal,
+    result_record,
+)
 
 NOW = 1_800_000_000.0
 
@@ -42,7 +50,7 @@ def test_records_survive_a_restart_in_order(tmp_path: Path) -> None:
         ]
     )
     # no close(): a crash must not lose anything that was written and flushed
-    recovered = Journal(tmp_path).recover()
+    recovered = read_journal(tmp_path)
     assert recovered.nonces == {nonce(1): NOW + 90}
     assert list(recovered.results) == ["c", "a"]
     assert recovered.results["a"] == result("a", pad=3)
@@ -66,7 +74,7 @@ def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path) -> None
     assert nonce(1) in state.replay and state.outbox.ids() == ["a"]
     # and the fresh generation written at start no longer holds the torn bytes
     assert [p.name for p in files(tmp_path)] == ["00000000000000000002.log"]
-    assert Journal(tmp_path).recover().skipped == 0
+    assert read_journal(tmp_path).skipped == 0
 
 
 def test_corrupt_records_are_skipped_without_stopping(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -88,7 +96,7 @@ def test_corrupt_records_are_skipped_without_stopping(tmp_path: Path, caplog: py
 def test_a_foreign_file_in_the_directory_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "journal").mkdir()
     (tmp_path / "journal" / "00000000000000000007.log").write_bytes(b"something else\n")
-    recovered = Journal(tmp_path).recover()
+    recovered = read_journal(tmp_path)
     assert recovered.results == {} and recovered.nonces == {}
 
 
@@ -132,7 +140,7 @@ def test_compaction_keeps_the_files_bounded(tmp_path: Path) -> None:
     assert compactions >= 5
     assert largest < 4 * 64 * 1024
     assert count == 1
-    recovered = Journal(tmp_path).recover()
+    recovered = read_journal(tmp_path)
     assert list(recovered.results) == [f"r{i}" for i in range(2995, 3000)]
     assert nonce(2999) in recovered.nonces and nonce(0) not in recovered.nonces
 
@@ -151,7 +159,7 @@ def test_a_failed_write_moves_on_to_a_new_generation(tmp_path: Path, monkeypatch
     monkeypatch.setattr(os, "fsync", real_fsync)
     journal.write([result_record(result("b")), result_record(result("c"))])  # the round retried
     assert len(files(tmp_path)) == 2
-    assert list(Journal(tmp_path).recover().results) == ["a", "b", "c"]
+    assert list(read_journal(tmp_path).results) == ["a", "b", "c"]
 
 
 def test_older_formats_are_imported_once_then_removed(tmp_path: Path) -> None:
@@ -184,14 +192,43 @@ def test_a_crash_in_the_middle_of_a_compaction_loses_nothing(tmp_path: Path) -> 
     expected = ({nonce(1): NOW + 60}, ["b", "c"])
     # 1. the new generation was cut short in the middle of a record
     (tmp_path / "journal" / "00000000000000000002.log").write_bytes(snapshot[:-7])
-    recovered = Journal(tmp_path).recover()
+    recovered = read_journal(tmp_path)
     assert (recovered.nonces, list(recovered.results)) == expected
     # 2. the new generation was complete, the old one not removed yet
     (tmp_path / "journal" / "00000000000000000002.log").write_bytes(snapshot)
-    recovered = Journal(tmp_path).recover()
+    recovered = read_journal(tmp_path)
     assert (recovered.nonces, list(recovered.results)) == expected
     assert files(tmp_path)[0].read_bytes() == old
     # and the next start leaves one generation holding the same state
     state = open_state(tmp_path)
     assert state.outbox.ids() == ["b", "c"] and nonce(1) in state.replay
     assert [p.name for p in files(tmp_path)] == ["00000000000000000003.log"]
+
+
+def test_one_process_at_a_time_holds_a_state_directory(tmp_path: Path) -> None:
+    """A second agent on the same directory fails at start; a dead holder lets go, however it died."""
+    import signal
+    import subprocess
+    import sys
+
+    holder = open_state(tmp_path)
+    with pytest.raises(JournalBusy, match="in use by another agent process"):
+        open_state(tmp_path)
+    assert read_journal(tmp_path).results == {}  # reading is always possible
+    holder.journal.close()
+    open_state(tmp_path).journal.close()
+    code = (
+        "import sys, time; from pathlib import Path; from vantage.agent.commit import open_state; "
+        "open_state(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "held"
+        with pytest.raises(JournalBusy):
+            open_state(tmp_path)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        open_state(tmp_path).journal.close()
+    finally:
+        process.kill()
+        process.wait(10)
