@@ -30,6 +30,11 @@ agent/blackbox ratios.  The load average is printed with them: on a busy machine
 process gets less than its CPU, which lowers checks per second far more than checks per
 CPU-second.
 
+Last, the agent's own dispatch-to-result round trip: 400 checks sent alone, one envelope each,
+20 per second (as ``make bench`` does through the real control plane), timed by this script from
+sending the instruction to receiving the result; p50 and p99.  Against ``make bench``'s figure
+it shows how much of that latency is the agent's.
+
 ``--profile FILE`` adds one unmeasured agent run (the highest N) under ``py-spy`` and writes its
 collapsed stacks to FILE, then prints where the agent's CPU went (connection set-up, the
 rest of the HTTP check, signature verification, the journal, the websocket, JSON).
@@ -63,7 +68,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_agent import CannotMeasure, Pki, clean_env, cpu_seconds, log, make_pki, rss_mb, wait_until
+from bench_agent import (
+    CannotMeasure,
+    Pki,
+    clean_env,
+    cpu_seconds,
+    log,
+    make_pki,
+    percentile,
+    rss_mb,
+    wait_until,
+)
 
 VANTAGE = [sys.executable, "-m", "vantage"]
 CHECKPOINT, INSTANCE = "bench", "peer"
@@ -249,6 +264,9 @@ class Dispatcher:
         self.outstanding: set[str] = set()
         self.counts: Counter[str] = Counter()  # ok, failed, envelopes, instructions
         self.seq = 0
+        #: send times of paced checks (see :meth:`paced`) and their round trips, ms
+        self.sent_at: dict[str, float] = {}
+        self.round_trips: list[float] = []
         self._refill: asyncio.Task[None] | None = None
         self._runner: Any = None
 
@@ -302,6 +320,9 @@ class Dispatcher:
             data = json.loads(msg.data)
             if data["type"] == "result":
                 result = data["result"]
+                sent_at = self.sent_at.pop(result["id"], None)
+                if sent_at is not None:
+                    self.round_trips.append((time.monotonic() - sent_at) * 1000)
                 await ws.send_str(json.dumps({"type": "ack", "id": result["id"]}))
                 if result["id"] in self.outstanding:
                     self.outstanding.discard(result["id"])
@@ -359,6 +380,34 @@ class Dispatcher:
 
     def set_load(self, in_flight: int, target: str = "") -> None:
         self.call(self._set_load(in_flight, target))
+
+    def paced(self, target: str, rate: float, count: int) -> list[float]:
+        """Round trips (ms) of ``count`` checks sent alone, one envelope each, ``rate`` per second."""
+        self.round_trips = []
+        self.call(self._paced(target, rate, count), timeout=count / rate + 60)
+        wait_until(lambda: len(self.round_trips) >= count, 30, "the paced checks' results")
+        return list(self.round_trips)
+
+    async def _paced(self, target: str, rate: float, count: int) -> None:
+        from vantage.protocol import make_instruction
+
+        spec = {"type": "http", "target": target, "timeout_s": 10}
+        for _ in range(count):
+            self.seq += 1
+            check_id = str(uuid.uuid4())
+            body = {"check_id": check_id, "monitor_id": "peer", "attempt": 1, "check": spec}
+            envelope = make_instruction(
+                self.key,
+                iss=self.url,
+                aud=f"{CHECKPOINT}/{INSTANCE}",
+                kind="run_check",
+                body=body,
+                seq=self.seq,
+            )
+            self.sent_at[check_id] = time.monotonic()
+            assert self.ws is not None
+            await self.ws.send_str(json.dumps({"type": "instruction", "envelope": envelope}))
+            await asyncio.sleep(1 / rate)
 
     def snapshot(self) -> Counter[str]:
         return self.call(self._snapshot())
@@ -459,7 +508,13 @@ PROFILE_BUCKETS = (
     ("session and runner (tasks, JSON, data protection)", ("vantage/agent/",)),
 )  # fmt: skip
 #: Samples of a thread that waits (for work, for the GIL, for events) rather than runs.
-PROFILE_IDLE = ("PyThread_acquire_lock_timed", "pthread_cond_timedwait", "pthread_cond_wait", "epoll_pwait", "epoll_wait")
+PROFILE_IDLE = (
+    "PyThread_acquire_lock_timed",
+    "pthread_cond_timedwait",
+    "pthread_cond_wait",
+    "epoll_pwait",
+    "epoll_wait",
+)
 
 
 def summarise_profile(path: Path) -> list[tuple[str, float]]:
@@ -531,6 +586,11 @@ def report(figures: dict[str, Any]) -> None:
         f"resident memory: idle blackbox {rss['blackbox_idle']:.1f} MB, agent {rss['agent_idle']:.1f} MB "
         f"(ratio {rss['agent_idle'] / rss['blackbox_idle']:.2f}); after the runs blackbox "
         f"{rss['blackbox_after']:.1f} MB, agent {rss['agent_after']:.1f} MB"
+    )
+    trip = figures["agent_round_trip_ms"]
+    print(
+        f"the agent's dispatch-to-result round trip, checks sent alone at 20/s (this script's control "
+        f"plane, no database): p50 {trip['p50']:.1f} ms, p99 {trip['p99']:.1f} ms"
     )
     print("every run (checks/s, checks/CPU-s, CPU used in cores, failed checks):")
     for m in figures["runs_detail"]:
@@ -610,6 +670,9 @@ def main() -> int:
                         runs.append(measure_blackbox(blackbox, nginx, side_cpu, n, args.window, script))
                     else:
                         runs.append(measure_agent(agent, dispatcher, nginx, n, args.window))
+        log("the agent's own dispatch-to-result round trip: 400 checks alone, 20 per second")
+        trips = dispatcher.paced(nginx.url, 20, 400)
+        figures["agent_round_trip_ms"] = {"p50": percentile(trips, 50), "p99": percentile(trips, 99)}
         figures["rss_mb"]["blackbox_after"] = rss_mb(blackbox.pid)
         figures["rss_mb"]["agent_after"] = rss_mb(agent.pid)
         figures["runs_detail"] = [m.__dict__ for m in runs]
