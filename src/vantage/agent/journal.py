@@ -1,7 +1,8 @@
 """The agent's journal: one append-only log for the replay cache and the outbox.
 
-Every state change the agent must not forget is a *record* appended to the journal: a nonce
-accepted (``N``), a result stored (``R``), a result acknowledged or dropped (``A``).  Appending
+Every state change the agent must not forget is a *record* appended to the journal: nonces
+accepted together (``N``: one instruction's, or all of a batch's, which are then recovered all or
+none, like the batch), a result stored (``R``), a result acknowledged or dropped (``A``).  Appending
 only queues the record in memory; a **commit round** (:mod:`vantage.agent.commit`) writes every
 queued record with one ``write`` and makes them durable with **one** ``fsync``, however many
 there are, in a worker thread.  The agent acts on an instruction only once its nonce is durable
@@ -12,7 +13,7 @@ at start.
 Files: ``<state dir>/journal/<generation>.log`` (20 decimal digits, mode 0600).  Each starts
 with the line ``vantage-journal v1``; then one record per line::
 
-    <crc32 of the rest, 8 hex digits> N <nonce> <expires_at>
+    <crc32 of the rest, 8 hex digits> N <nonce> <expires_at> [<nonce> <expires_at> ...]
     <crc32> R <the result, one line of JSON with a string "id">
     <crc32> A <the result id, a JSON string>
 
@@ -61,8 +62,10 @@ FILE_MODE = 0o600
 COMPACT_FACTOR = 4
 #: ...and at least this many bytes
 COMPACT_MIN_BYTES = 16 * 1024 * 1024
-#: the size a nonce's record takes, for the live-data estimate
-NONCE_RECORD_BYTES = 56
+#: the bytes a nonce takes in a record, for the live-data estimate
+NONCE_RECORD_BYTES = 45
+#: nonces per record in a compaction's snapshot (one checksum and one format per record)
+SNAPSHOT_NONCES_PER_RECORD = 4096
 #: earlier versions: one JSON file per result in ``outbox/``, nonces in ``replay_cache``
 LEGACY_OUTBOX = "outbox"
 LEGACY_REPLAY = "replay_cache"
@@ -74,9 +77,12 @@ def _record(body: bytes) -> bytes:
     return b"%08x %b\n" % (zlib.crc32(body), body)
 
 
-def nonce_record(nonce: str, expires_at: float) -> bytes:
-    """The record of an accepted nonce."""
-    return _record(b"N %s %s" % (nonce.encode("ascii"), _format_time(expires_at).encode("ascii")))
+def nonce_record(entries: Iterable[tuple[str, float]]) -> bytes:
+    """The record of nonces accepted together, ``[(nonce, expires_at), ...]`` (at least one)."""
+    body = " ".join(f"{nonce} {expires_at}" for nonce, expires_at in entries)
+    if not body:
+        raise ValueError("a nonce record needs at least one nonce")
+    return _record(b"N " + body.encode("ascii"))
 
 
 def result_record(data: bytes) -> bytes:
@@ -109,8 +115,8 @@ class Snapshot:
     results: list[bytes]
 
     def records(self) -> Iterator[bytes]:
-        for nonce, expires_at in self.nonces:
-            yield nonce_record(nonce, expires_at)
+        for start in range(0, len(self.nonces), SNAPSHOT_NONCES_PER_RECORD):
+            yield nonce_record(self.nonces[start : start + SNAPSHOT_NONCES_PER_RECORD])
         for data in self.results:
             yield result_record(data)
 
@@ -198,9 +204,8 @@ class Journal:
         return self.appended
 
     def append_nonces(self, entries: Sequence[tuple[str, float]]) -> None:
-        """Queue the records of accepted nonces (the replay cache's sink)."""
-        for nonce, expires_at in entries:
-            self.append(nonce_record(nonce, expires_at))
+        """Queue the record of nonces accepted together (the replay cache's sink)."""
+        self.append(nonce_record(entries))
 
     @property
     def pending(self) -> int:
@@ -362,15 +367,22 @@ def _apply(line: bytes, state: Recovered) -> bool:
 
 
 def _apply_nonce(parts: list[bytes], state: Recovered) -> bool:
-    try:
-        nonce, expires_at = parts[0].decode("ascii"), float(parts[1])
-        if len(parts) != 2 or not math.isfinite(expires_at):
-            return False
-        check_nonce(nonce)
-    except (ValueError, IndexError):
+    """``[nonce, expires_at, nonce, expires_at, ...]``: all of them, or none if one is bad."""
+    if not parts or len(parts) % 2:
         return False
-    if expires_at > state.nonces.get(nonce, -math.inf):
-        state.nonces[nonce] = expires_at
+    entries = []
+    try:
+        for index in range(0, len(parts), 2):
+            nonce, expires_at = parts[index].decode("ascii"), float(parts[index + 1])
+            if not math.isfinite(expires_at):
+                return False
+            check_nonce(nonce)
+            entries.append((nonce, expires_at))
+    except ValueError:
+        return False
+    for nonce, expires_at in entries:
+        if expires_at > state.nonces.get(nonce, -math.inf):
+            state.nonces[nonce] = expires_at
     return True
 
 
@@ -399,7 +411,3 @@ def _write(fd: int, data: bytes) -> int:
 
 def _generation_of(path: Path) -> int:
     return int(path.stem)
-
-
-def _format_time(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))

@@ -40,12 +40,12 @@ def test_records_survive_a_restart_in_order(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     journal.write(
         [
-            nonce_record(nonce(1), NOW + 60),
+            nonce_record([(nonce(1), NOW + 60)]),
             result_record(result("a")),
             result_record(result("b")),
             result_record(result("c")),
             ack_record("b"),
-            nonce_record(nonce(1), NOW + 90),  # the later expiry wins
+            nonce_record([(nonce(1), NOW + 90)]),  # the later expiry wins
             result_record(result("a", pad=3)),  # the same id again: replaced, and now the newest
         ]
     )
@@ -66,7 +66,7 @@ def test_the_files_are_private(tmp_path: Path) -> None:
 
 def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    journal.write([nonce_record(nonce(1), NOW + 60), result_record(result("a"))])
+    journal.write([nonce_record([(nonce(1), NOW + 60)]), result_record(result("a"))])
     journal.close()
     with files(tmp_path)[0].open("ab") as handle:  # a crash in the middle of a write
         handle.write(result_record(result("b"))[:25])
@@ -78,10 +78,10 @@ def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path) -> None
 
 
 def test_corrupt_records_are_skipped_without_stopping(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    good = [nonce_record(nonce(1), NOW + 60), result_record(result("a")), result_record(result("b"))]
+    good = [nonce_record([(nonce(1), NOW + 60)]), result_record(result("a")), result_record(result("b"))]
     flipped = bytearray(result_record(result("x")))
     flipped[-3] ^= 0x01  # a bit flipped on disk: the checksum no longer matches
-    garbage = [bytes(flipped), b"not a record\n", b"0000zzzz N x 1\n", nonce_record("bad nonce", NOW)]
+    garbage = [bytes(flipped), b"not a record\n", b"0000zzzz N x 1\n", nonce_record([("bad nonce", NOW)])]
     (tmp_path / "journal").mkdir()
     (tmp_path / "journal" / "00000000000000000001.log").write_bytes(
         journal_module.HEADER + good[0] + garbage[0] + garbage[1] + good[1] + garbage[2] + garbage[3] + good[2]
@@ -102,7 +102,7 @@ def test_a_foreign_file_in_the_directory_is_ignored(tmp_path: Path) -> None:
 
 def test_start_writes_the_live_state_as_one_new_generation(tmp_path: Path) -> None:
     first = Journal(tmp_path)
-    first.write([nonce_record(nonce(1), NOW + 60), result_record(result("a"))])
+    first.write([nonce_record([(nonce(1), NOW + 60)]), result_record(result("a"))])
     first.write([result_record(result("b")), ack_record("a")])  # same file
     first.close()
     again = Journal(tmp_path)
@@ -183,11 +183,11 @@ def test_older_formats_are_imported_once_then_removed(tmp_path: Path) -> None:
 def test_a_crash_in_the_middle_of_a_compaction_loses_nothing(tmp_path: Path) -> None:
     """Killed while writing the new generation, or before removing the old ones."""
     first = Journal(tmp_path)
-    first.write([nonce_record(nonce(1), NOW + 60), result_record(result("a")), result_record(result("b"))])
+    first.write([nonce_record([(nonce(1), NOW + 60)]), result_record(result("a")), result_record(result("b"))])
     first.write([ack_record("a"), result_record(result("c"))])
     first.close()
     old = files(tmp_path)[0].read_bytes()
-    snapshot = journal_module.HEADER + nonce_record(nonce(1), NOW + 60) + result_record(result("b"))
+    snapshot = journal_module.HEADER + nonce_record([(nonce(1), NOW + 60)]) + result_record(result("b"))
     snapshot += result_record(result("c"))
     expected = ({nonce(1): NOW + 60}, ["b", "c"])
     # 1. the new generation was cut short in the middle of a record
@@ -232,3 +232,29 @@ def test_one_process_at_a_time_holds_a_state_directory(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_nonces_accepted_together_are_one_record_recovered_whole_or_not_at_all(tmp_path: Path) -> None:
+    """A batch's nonces: one record, one checksum; a torn one is lost whole (it was never acted on)."""
+    together = [(nonce(i), NOW + 60 + i) for i in range(1, 4)]
+    journal = Journal(tmp_path)
+    journal.write([nonce_record(together)])
+    journal.close()
+    assert sorted(read_journal(tmp_path).nonces.items()) == together
+    data = files(tmp_path)[0].read_bytes()
+    files(tmp_path)[0].write_bytes(data[:-10])  # torn in the middle of the third nonce
+    recovered = read_journal(tmp_path)
+    assert recovered.nonces == {} and recovered.skipped == 1
+    with pytest.raises(ValueError):
+        nonce_record([])
+
+
+def test_a_snapshot_of_many_nonces_is_cheap_to_write(tmp_path: Path) -> None:
+    """Compaction formats nonces a few thousand to a record, not one record each."""
+    many = [(nonce(i), NOW + i) for i in range(10_000)]
+    records = list(Snapshot(many, []).records())
+    assert len(records) == -(-len(many) // journal_module.SNAPSHOT_NONCES_PER_RECORD)
+    journal = Journal(tmp_path)
+    journal.write([], Snapshot(many, []))
+    journal.close()
+    assert len(read_journal(tmp_path).nonces) == 10_000
