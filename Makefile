@@ -17,7 +17,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 MOLECULE_SCENARIOS ?= $(sort $(notdir $(wildcard molecule/*)))
 
-.PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy bench \
+.PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy bench bench-peer \
         sanity lint units pylint-src pytest plugin-units windows-tests molecule clean
 
 help:
@@ -25,7 +25,8 @@ help:
 	@echo "make test        - set up this machine and run every test"
 	@echo "make molecule MOLECULE_SCENARIOS=docker_host - run chosen Molecule scenarios"
 	@echo "make sandbox-destroy - remove the sandbox hosts"
-	@echo "make bench       - print the agent benchmark figures"
+	@echo "make bench       - print the agent benchmark figures (real control plane)"
+	@echo "make bench-peer  - compare the agent with Prometheus blackbox_exporter (PROFILE=file adds a py-spy profile)"
 
 setup: prereqs venv engine images app-images collection-link
 
@@ -130,9 +131,17 @@ quickstart: setup
 	     "(CA: /etc/vantage/control-plane/tls/ca.crt in vantage-sandbox-cp;" \
 	     "admin token: inventories/sandbox/.secrets/admin-token)"
 
-# Prints the agent's idle RSS, checks/s, dispatch-to-result latency and failover time (not a test).
+# Prints the agent's idle RSS, dispatch-to-result latency and failover time (not a test).
 bench: venv
 	@$(VENV)/bin/python benchmarks/bench_agent.py
+
+# Checks/s, checks per CPU-second and RSS of the agent and of Debian's blackbox_exporter, each
+# pinned to one core, against the same nginx (not a test; installs the three packages if missing).
+BENCH_PEER_PACKAGES := nginx-light wrk prometheus-blackbox-exporter
+bench-peer: venv
+	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v prometheus-blackbox-exporter >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PEER_PACKAGES); }
+	@$(VENV)/bin/python benchmarks/bench_peer.py $(if $(PROFILE),--profile $(PROFILE))
 
 sandbox-destroy:
 	@docker ps -aq --filter label=io.vantage.sandbox=true | xargs -r docker rm -f >/dev/null

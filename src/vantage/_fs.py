@@ -60,11 +60,6 @@ def atomic_write(path: Path, data: bytes, *, mode: int, overwrite: bool = True, 
         fsync_directory(directory)
 
 
-def is_temporary(path: Path) -> bool:
-    """Whether ``path`` is a leftover temporary file of :func:`atomic_write`."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
-
-
 def _move_no_clobber(tmp: Path, path: Path) -> None:
     try:
         os.link(tmp, path)

@@ -319,9 +319,16 @@ class AgentProcess:
             timeout=30,
         )
 
-    def outbox_files(self) -> list[Path]:
-        directory = self.state_dir / "outbox"
-        return sorted(p for p in directory.glob("*.json")) if directory.is_dir() else []
+    def journal_files(self) -> list[Path]:
+        """The files of the agent's journal (its replay cache and outbox)."""
+        directory = self.state_dir / "journal"
+        return sorted(directory.glob("*.log")) if directory.is_dir() else []
+
+    def outbox_results(self) -> list[dict[str, Any]]:
+        """The results waiting in the agent's outbox, read from its journal as a restart would."""
+        from vantage.agent.journal import read_journal
+
+        return [json.loads(data) for data in read_journal(self.state_dir).results.values()]
 
     def log_tail(self) -> str:
         return _tail(self.log_path)

@@ -223,7 +223,7 @@ def test_data_protection_keeps_content_headers_and_ips_on_site(site: Site, monit
     assert f"{body}:no-dp".encode() in stored  # the unprotected checkpoint's data is there: the grep works
     assert f"{body}:dp".encode() not in stored and f"{header}:dp".encode() not in stored
     for name in ("d1", "d2"):
-        for path in site.agent(name).outbox_files():
+        for path in site.agent(name).journal_files():
             blob = path.read_bytes()
             assert body.encode() not in blob and header.encode() not in blob and b"127.0.0.1" not in blob
 
@@ -307,14 +307,7 @@ def test_frozen_control_plane_is_noticed_and_agents_come_back(site: Site) -> Non
 
 
 def _outbox_has(agent: AgentProcess, monitor_id: str) -> bool:
-    for path in agent.outbox_files():
-        try:
-            record: dict[str, Any] = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if record["result"].get("monitor_id") == monitor_id:
-            return True
-    return False
+    return any(result.get("monitor_id") == monitor_id for result in agent.outbox_results())
 
 
 def test_result_finished_while_disconnected_arrives_after_control_plane_restart(

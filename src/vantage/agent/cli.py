@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -20,11 +21,20 @@ log = logging.getLogger("vantage.agent")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vantage agent", description="The Vantage checkpoint agent.")
+    # A fixed help width: argparse's default formatter imports shutil (and with it bz2 and lzma)
+    # only to ask the terminal's, which would stay in the running agent's memory.
+    formatter = functools.partial(argparse.HelpFormatter, width=100)
+    parser = argparse.ArgumentParser(
+        prog="vantage agent", description="The Vantage checkpoint agent.", formatter_class=formatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the agent (configured by VANTAGE_* variables)")
-    check = sub.add_parser("check-config", help="validate the configuration and exit")
-    health = sub.add_parser("healthcheck", help="exit 0 if the running agent is connected, else 1")
+    run = sub.add_parser(
+        "run", help="run the agent (configured by VANTAGE_* variables)", formatter_class=formatter
+    )
+    check = sub.add_parser("check-config", help="validate the configuration and exit", formatter_class=formatter)
+    health = sub.add_parser(
+        "healthcheck", help="exit 0 if the running agent is connected, else 1", formatter_class=formatter
+    )
     for command in (run, check, health):
         command.add_argument(
             "--config", metavar="PATH", help="JSON configuration file (VANTAGE_* variables override it)"
@@ -91,6 +101,7 @@ def _setup_logging(level: str) -> None:
 
 
 def _run(config: AgentConfig) -> int:
+    from vantage.agent.runtime import event_loop_factory
     from vantage.agent.session import Agent
 
     try:
@@ -108,8 +119,11 @@ def _run(config: AgentConfig) -> int:
                 signal.signal(signum, lambda *_: loop.call_soon_threadsafe(agent.stop))
         await agent.run()
 
+    factory, name = event_loop_factory()
+    log.info("event loop: %s", name)
     try:
-        asyncio.run(serve())
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve())
     except Exception:  # pragma: no cover - last resort, logged for the operator
         log.exception("agent failed")
         return 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import socket
 import time
 from pathlib import Path
@@ -61,7 +60,8 @@ def timezone_name(env: dict[str, str] | None = None, etc: Path = Path("/etc")) -
 
 def os_description(os_release: Path = Path("/etc/os-release")) -> str:
     """E.g. ``Debian GNU/Linux 12 (bookworm); Linux 6.1.0-18-amd64``."""
-    kernel = f"{platform.system()} {platform.release()}".strip()
+    uname = os.uname()  # what platform.system() and .release() return, without importing platform
+    kernel = f"{uname.sysname} {uname.release}".strip()
     try:
         for line in os_release.read_text(encoding="utf-8").splitlines():
             if line.startswith("PRETTY_NAME="):

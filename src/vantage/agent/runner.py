@@ -1,8 +1,10 @@
 """Run verified ``run_check`` instructions under bounded concurrency and shape their results.
 
 The runner never sees an unverified instruction: the session hands it the body of an
-instruction that passed :class:`vantage.protocol.InstructionVerifier`.  Data protection is
-applied here, to the finished result, before the result reaches the outbox or the socket.
+instruction that passed :class:`vantage.protocol.InstructionVerifier`.  The check spec is
+validated once, by :func:`vantage.checks.run_check` (the control plane validated it already when
+the monitor was created).  Data protection is applied here, to the finished result, which is
+then serialised **once**: the JSON text that goes to the journal is the text that is sent.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 #: Extra seconds a check may take beyond its own ``timeout_s`` before the runner gives up on it.
 TIMEOUT_MARGIN_S = 10.0
 DEFAULT_TIMEOUT_S = 30.0
+#: the longest ``timeout_s`` the runner's own bound takes into account (the spec's limit is lower)
+MAX_TIMEOUT_S = 3600.0
 
 
 #: A result larger than this (serialised) keeps its verdict but loses its ``details``: one huge
@@ -44,9 +49,16 @@ def _error_result(error: str, started_at: float, duration_ms: float = 0.0) -> di
     }
 
 
-def _bounded(result: dict[str, Any]) -> dict[str, Any]:
-    """The result as plain JSON data (anything exotic stringified), cut down if too large."""
-    data = json.dumps(result, default=str)
+def _plain(value: Any) -> Any:
+    """What JSON cannot hold, as text (bytes decoded the way data protection decodes them)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def serialise(result: dict[str, Any]) -> bytes:
+    """The result as one line of JSON (anything exotic as text), cut down if too large."""
+    data = json.dumps(result, default=_plain, separators=(",", ":")).encode("ascii")
     if len(data) > MAX_RESULT_BYTES:
         log.warning(
             "result %s is %d bytes (limit %d); its details are dropped",
@@ -57,9 +69,8 @@ def _bounded(result: dict[str, Any]) -> dict[str, Any]:
         result = {**result, "details": {"truncated": True, "original_bytes": len(data)}}
         if isinstance(result.get("error"), str):
             result["error"] = result["error"][:4096]
-        data = json.dumps(result, default=str)
-    bounded: dict[str, Any] = json.loads(data)
-    return bounded
+        data = json.dumps(result, default=_plain, separators=(",", ":")).encode("ascii")
+    return data
 
 
 def parse_body(body: Mapping[str, Any]) -> tuple[str, str, int, dict[str, Any]]:
@@ -79,6 +90,14 @@ def parse_body(body: Mapping[str, Any]) -> tuple[str, str, int, dict[str, Any]]:
     return check_id, str(monitor_id), attempt, spec
 
 
+def _limit(spec: Mapping[str, Any]) -> float:
+    """The runner's own bound for a check: its ``timeout_s`` (as far as it is a sane number) plus a margin."""
+    timeout = spec.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout):
+        timeout = DEFAULT_TIMEOUT_S
+    return min(max(float(timeout), 0.0), MAX_TIMEOUT_S) + TIMEOUT_MARGIN_S
+
+
 class CheckRunner:
     """Runs checks, at most ``max_concurrency`` at a time."""
 
@@ -90,49 +109,43 @@ class CheckRunner:
         self.running = 0
         self.waiting = 0
 
-    async def run(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Run the check of a verified ``run_check`` body; return the protected result dict.
+    async def run(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """Run the check of a verified ``run_check`` body: the protected result and its JSON.
 
         Never raises for a bad spec or a failing check: those become ``ok: false`` results, so
         the control plane always learns the outcome of what it asked for.  A body without a
         usable ``check_id`` raises :class:`BadInstructionBody`.
         """
-        from vantage.checks import CheckSpecError, run_check, validate_spec
+        import vantage.checks
 
         check_id, monitor_id, attempt, spec = parse_body(body)
-        started_at = time.time()
+        limit = _limit(spec)
+        self.waiting += 1
         try:
-            normalized = validate_spec(spec)
-        except CheckSpecError as exc:
-            result = _error_result(f"invalid check spec: {exc.field}: {exc.message}", started_at)
-        else:
-            limit = float(normalized.get("timeout_s", DEFAULT_TIMEOUT_S)) + TIMEOUT_MARGIN_S
-            self.waiting += 1
-            try:
-                await self._semaphore.acquire()
-            finally:
-                self.waiting -= 1
-            self.running += 1
-            started_at = time.time()
-            begin = time.monotonic()
-            try:
-                outcome = await asyncio.wait_for(run_check(normalized, self.options), limit)
-                result = outcome.to_dict()
-            except TimeoutError:
-                elapsed_ms = (time.monotonic() - begin) * 1000
-                result = _error_result(
-                    f"timeout: check did not finish within {limit:.0f}s", started_at, elapsed_ms
-                )
-            except Exception as exc:  # a bug in a check must not take the agent down
-                log.exception("check %s (monitor %s) crashed", check_id, monitor_id)
-                elapsed_ms = (time.monotonic() - begin) * 1000
-                result = _error_result(f"agent_error: {type(exc).__name__}", started_at, elapsed_ms)
-            finally:
-                self.running -= 1
-                self._semaphore.release()
-        result = dict(result)
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        started_at = time.time()
+        begin = time.monotonic()
+        try:
+            async with asyncio.timeout(limit):  # no extra task per check, unlike wait_for
+                outcome = await vantage.checks.run_check(spec, self.options)
+            result = outcome.to_dict()
+        except TimeoutError:
+            elapsed_ms = (time.monotonic() - begin) * 1000
+            result = _error_result(f"timeout: check did not finish within {limit:.0f}s", started_at, elapsed_ms)
+        except Exception as exc:  # a bug in a check must not take the agent down
+            log.exception("check %s (monitor %s) crashed", check_id, monitor_id)
+            elapsed_ms = (time.monotonic() - begin) * 1000
+            result = _error_result(f"agent_error: {type(exc).__name__}", started_at, elapsed_ms)
+        finally:
+            self.running -= 1
+            self._semaphore.release()
         result.update(id=check_id, check_id=check_id, monitor_id=monitor_id, attempt=attempt)
-        return _bounded(self.protection.apply(result))
+        if self.protection.active:  # with every switch off, apply() would only copy the result
+            result = self.protection.apply(result)
+        return result, serialise(result)
 
     @property
     def saturated(self) -> bool:

@@ -6,8 +6,9 @@ One :class:`Agent` runs for the life of the process:
   signed by the instance identity key and waits for ``welcome``;
 * while connected it sends heartbeats, delivers results from the outbox and handles frames;
   websocket pings with a timeout notice a control plane that vanished without closing;
-* every instruction is verified (:class:`~vantage.protocol.InstructionVerifier`) before anything
-  is done with it; a failure is answered with ``rejected`` and logged, never executed;
+* every instruction, alone or in a signed batch, is verified
+  (:class:`~vantage.protocol.InstructionVerifier`) before anything is done with it; a failure is
+  answered with ``rejected`` and logged, never executed;
 * when the session ends it reconnects after a jittered exponential back-off.  Checks keep
   running while disconnected; their results wait in the outbox.
 """
@@ -19,24 +20,26 @@ import contextlib
 import json
 import logging
 import re
+import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vantage import __version__
+from vantage.agent import wsclient
 from vantage.agent.backoff import Backoff
-from vantage.agent.commit import GroupCommit
+from vantage.agent.commit import GroupCommit, open_state
 from vantage.agent.config import AgentConfig
 from vantage.agent.health import CONNECTED, CONNECTING, DISCONNECTED, STOPPED, Status
 from vantage.agent.hostinfo import host_facts
 from vantage.agent.outbox import Outbox
 from vantage.agent.runner import BadInstructionBody, CheckRunner
+from vantage.agent.runtime import settle_after_start
 from vantage.agent.transport import proxy_for, tls_context
 
 if TYPE_CHECKING:
-    import aiohttp
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from vantage.protocol import Instruction, InstructionVerifier, TrustStore
@@ -44,8 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("vantage.agent")
 
 TRUST_FILE = "trusted_keys.json"
-REPLAY_FILE = "replay_cache"
-OUTBOX_DIR = "outbox"
+#: Largest message accepted from the control plane.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: What this agent understands beyond protocol v1's base, announced in every heartbeat.
+FEATURES = ("instruction_batch",)
 
 _CHALLENGE_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -96,6 +101,7 @@ class Agent:
         protection: dict[str, bool],
         timing: Timing | None = None,
         backoff: Backoff | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.identity_key = identity_key
@@ -103,21 +109,24 @@ class Agent:
         self.runner = runner
         self.outbox = outbox
         #: makes nonces and results durable in batches (see vantage.agent.commit)
-        self.commit = GroupCommit(outbox, verifier.replay)
+        self.commit = GroupCommit(outbox.journal, outbox, verifier.replay)
         self.protection = protection
+        #: TLS settings of the control-plane connection (``wss://``); built from the config if None
+        self.ssl_context = ssl_context
         self.timing = timing or Timing()
         self.backoff = backoff or Backoff()
         self.status = Status(version=__version__)
         self.heartbeat_interval = self.timing.default_heartbeat_interval
         self.clock_offset = 0.0
         self._host: dict[str, Any] | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ws: wsclient.WebSocket | None = None
         self._send_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._checks: set[asyncio.Task[None]] = set()
-        self._last_rx = 0.0
         self._started = time.monotonic()
         self._state_dir_writable = True
+        self._settled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: instructions executed, by kind, and rejections, by reason (for tests and logs)
         self.executed: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
@@ -126,14 +135,14 @@ class Agent:
 
     @classmethod
     def from_config(cls, config: AgentConfig, **kwargs: Any) -> Agent:
-        """Load keys, trust store, replay cache and outbox from the configuration.
+        """Load keys, trust store, journal (replay cache and outbox) from the configuration.
 
         Raises :class:`~vantage.agent.config.ConfigError` naming the variable whose file is bad.
         """
         from vantage.agent.config import ConfigError
         from vantage.checks import CheckOptions, DataProtection
         from vantage.checks.credentials import CredentialError, CredentialStore
-        from vantage.protocol import InstructionVerifier, ReplayCache, load_private_key
+        from vantage.protocol import InstructionVerifier, load_private_key
 
         state_dir = config.state_dir
         try:
@@ -150,15 +159,12 @@ class Agent:
         except (OSError, ValueError) as exc:
             raise ConfigError("VANTAGE_IDENTITY_KEY", f"cannot load {config.identity_key}: {exc}") from None
         trust = load_trust(config.trusted_keys, state_dir / TRUST_FILE)
-        if config.ca_bundle is not None:
-            try:
-                tls_context(config.ca_bundle)
+        ssl_context = None
+        if config.connect_url.startswith("wss:") or config.ca_bundle is not None:
+            try:  # built once: each context holds its own copy of the trusted certificates
+                ssl_context = tls_context(config.ca_bundle)
             except (OSError, ValueError) as exc:
                 raise ConfigError("VANTAGE_CA_BUNDLE", f"cannot load {config.ca_bundle}: {exc}") from None
-        # No fsync per nonce: each run_check waits for a group-committed flush (self.commit)
-        # before it acts, which keeps replay protection across a crash or power loss.
-        replay = ReplayCache(state_dir / REPLAY_FILE)
-        verifier = InstructionVerifier(trust, config.audience, replay)
         protection = DataProtection(
             strip_content=config.strip_content, strip_headers=config.strip_headers, strip_ips=config.strip_ips
         )
@@ -176,15 +182,23 @@ class Agent:
             credentials=credentials,
         )
         runner = CheckRunner(options, protection, config.max_concurrency)
-        outbox = Outbox(
-            state_dir / OUTBOX_DIR, max_results=config.outbox_max_results, max_bytes=config.outbox_max_bytes
-        )
+        # Last, once everything else is valid: the journal is this process's from here on.
+        # Nonces and results go to it, made durable by group-committed rounds (self.commit);
+        # nothing is acted upon and no result is sent before its record is durable.
+        try:
+            state = open_state(
+                state_dir, max_results=config.outbox_max_results, max_bytes=config.outbox_max_bytes
+            )
+        except OSError as exc:
+            raise ConfigError("VANTAGE_STATE_DIR", f"cannot use the journal in {state_dir}: {exc}") from None
+        verifier = InstructionVerifier(trust, config.audience, state.replay)
         return cls(
             config,
             identity_key=identity_key,
             verifier=verifier,
             runner=runner,
-            outbox=outbox,
+            outbox=state.outbox,
+            ssl_context=ssl_context,
             protection=dict(protection.as_dict()),
             **kwargs,
         )
@@ -197,8 +211,6 @@ class Agent:
 
     async def run(self) -> None:
         """Connect, serve, reconnect, until :meth:`stop`."""
-        import aiohttp
-
         log.info(
             "agent %s starting (vantage %s), control plane %s, data protection %s",
             self.config.audience,
@@ -207,9 +219,9 @@ class Agent:
             self.protection,
         )
         self._write_status(CONNECTING)
-        ssl_context = (
-            tls_context(self.config.ca_bundle) if self.config.connect_url.startswith("wss:") else None
-        )
+        ssl_context = None
+        if self.config.connect_url.startswith("wss:"):
+            ssl_context = self.ssl_context or tls_context(self.config.ca_bundle)
         proxy = proxy_for(self.config.control_plane_url)
         if proxy:
             log.info("connecting through proxy %s", _redact(proxy))
@@ -226,7 +238,7 @@ class Agent:
                     error = str(exc)
                     welcomed_at = getattr(exc, "welcomed_at", None)
                     log.warning("session ended: %s", exc)
-                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                except (OSError, TimeoutError, ValueError) as exc:  # wsclient errors are OSErrors
                     error = _describe(exc)
                     log.warning("cannot reach the control plane: %s", error)
                 finally:
@@ -240,12 +252,12 @@ class Agent:
                 self._write_status(DISCONNECTED)
                 log.info("reconnecting in %.1fs", delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
         finally:
             await self._finish_checks()
             await self.commit.close()
             self._write_status(STOPPED)
-            self.verifier.replay.close()
             log.info("agent stopped; %d result(s) left in the outbox", len(self.outbox))
 
     async def _session_unless_stopped(self, ssl_context: Any, proxy: str | None) -> float | None:
@@ -287,81 +299,47 @@ class Agent:
 
     async def _session(self, ssl_context: Any, proxy: str | None) -> float | None:
         """One connection: handshake, then serve until it ends; return when it was welcomed."""
-        import aiohttp
-
         self._write_status(CONNECTING)
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.timing.handshake_timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            ws = await asyncio.wait_for(
-                http.ws_connect(
-                    self.config.connect_url,
-                    autoping=False,  # pings and pongs are handled here (see _watchdog)
-                    proxy=proxy,
-                    ssl=ssl_context if ssl_context is not None else True,
-                    max_msg_size=4 * 1024 * 1024,
-                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
-                ),
-                self.timing.handshake_timeout,
+        async with asyncio.timeout(self.timing.handshake_timeout):
+            ws = await wsclient.connect(
+                self.config.connect_url,
+                ssl_context=ssl_context,
+                proxy=proxy,
+                max_message=MAX_MESSAGE_BYTES,
+                user_agent=f"vantage-agent/{__version__}",
             )
-            try:
-                await self._handshake(ws)
-                welcomed_at = time.monotonic()
-                self._ws = ws
-                self.status.connected_since = time.time()
-                self.status.heartbeat_interval = self.heartbeat_interval
-                self.status.last_error = None
-                self._write_status(CONNECTED)
-                log.info("connected to %s as %s", self.config.control_plane_url, self.config.audience)
-                try:
-                    await self._serve(ws)
-                except SessionEnded as exc:
-                    # Keep the fact that it had been welcomed for the back-off decision.
-                    raise _WelcomedSessionEnded(str(exc), welcomed_at) from None
-                return welcomed_at
-            finally:
-                self._ws = None
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(code=1001 if self._stop.is_set() else 1000), 3)
-
-    async def _receive_json(self, ws: aiohttp.ClientWebSocketResponse, timeout: float) -> dict[str, Any]:
-        """The next JSON text message (answering pings on the way), within ``timeout``."""
-        import aiohttp
-
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SessionEnded("control plane did not answer the handshake in time")
-            try:
-                msg = await ws.receive(timeout=remaining)
-            except TimeoutError:
-                raise SessionEnded("control plane did not answer the handshake in time") from None
-            self._last_rx = time.monotonic()
-            if msg.type == aiohttp.WSMsgType.PING:
-                await ws.pong(msg.data)
-                continue
-            if msg.type == aiohttp.WSMsgType.PONG:
-                continue
-            return self._decode(msg)
-
-    def _decode(self, msg: aiohttp.WSMessage) -> dict[str, Any]:
-        import aiohttp
-
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-            raise SessionEnded("connection closed by the control plane")
-        if msg.type == aiohttp.WSMsgType.ERROR:
-            raise SessionEnded(f"connection error: {_describe(msg.data)}")
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            raise SessionEnded(f"protocol error: unexpected {msg.type.name} frame")
         try:
-            data = json.loads(msg.data)
-        except ValueError:
-            raise SessionEnded("protocol error: a frame is not JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-            raise SessionEnded("protocol error: a frame is not an object with a type")
-        return data
+            await self._handshake(ws)
+            welcomed_at = time.monotonic()
+            self._ws = ws
+            self.status.connected_since = time.time()
+            self.status.heartbeat_interval = self.heartbeat_interval
+            self.status.last_error = None
+            self._write_status(CONNECTED)
+            log.info("connected to %s as %s", self.config.control_plane_url, self.config.audience)
+            if not self._settled:
+                self._settled = True
+                settle_after_start()
+            try:
+                await self._serve(ws)
+            except SessionEnded as exc:
+                # Keep the fact that it had been welcomed for the back-off decision.
+                raise _WelcomedSessionEnded(str(exc), welcomed_at) from None
+            return welcomed_at
+        finally:
+            self._ws = None
+            code = wsclient.CLOSE_GOING_AWAY if self._stop.is_set() else wsclient.CLOSE_NORMAL
+            await ws.close(code, timeout=2.0)
 
-    async def _handshake(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _receive_json(self, ws: wsclient.WebSocket, timeout: float) -> dict[str, Any]:
+        """The next JSON message of the handshake, within ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                return _decode(await _receive(ws))
+        except TimeoutError:
+            raise SessionEnded("control plane did not answer the handshake in time") from None
+
+    async def _handshake(self, ws: wsclient.WebSocket) -> None:
         from vantage.protocol import make_hello
 
         timeout = self.timing.handshake_timeout
@@ -382,7 +360,7 @@ class Agent:
             instance=self.config.instance,
             control_plane=self.config.control_plane_url,
         )
-        await ws.send_str(json.dumps({"type": "hello", "envelope": envelope}))
+        await ws.send(json.dumps({"type": "hello", "envelope": envelope}))
         answer = await self._receive_json(ws, timeout)
         if answer["type"] == "error":
             raise SessionRefused(str(answer.get("error")))
@@ -403,7 +381,7 @@ class Agent:
                     -self.clock_offset,
                 )
 
-    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _serve(self, ws: wsclient.WebSocket) -> None:
         """Run the session's tasks until one ends; raise :class:`SessionEnded` with the reason."""
         tasks = [
             asyncio.create_task(self._receiver(ws), name="receiver"),
@@ -439,26 +417,18 @@ class Agent:
 
     # ------------------------------------------------------------------ session tasks
 
-    async def _receiver(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        import aiohttp
-
+    async def _receiver(self, ws: wsclient.WebSocket) -> None:
         while True:
-            msg = await ws.receive()
-            self._last_rx = time.monotonic()
-            if msg.type == aiohttp.WSMsgType.PING:
-                await ws.pong(msg.data)
-                continue
-            if msg.type == aiohttp.WSMsgType.PONG:
-                continue
-            frame = self._decode(msg)
+            frame = _decode(await _receive(ws))
             kind = frame["type"]
-            if kind == "instruction":
-                await self._on_instruction(frame.get("envelope"))
-            elif kind == "ack":
+            if kind == "ack":
                 result_id = frame.get("id")
                 if isinstance(result_id, str) and self.outbox.ack(result_id):
-                    log.debug("result %s acknowledged", result_id)
-                    self.commit.request()  # its file goes with the next round
+                    self.commit.request()  # its record goes with the next round
+            elif kind == "instruction":
+                await self._on_instructions(frame.get("envelope"), batch=False)
+            elif kind == "instruction_batch":
+                await self._on_instructions(frame.get("envelope"), batch=True)
             elif kind == "error":
                 raise SessionRefused(str(frame.get("error"))[:200])
             else:
@@ -469,18 +439,18 @@ class Agent:
             await self._send_heartbeat()
             await asyncio.sleep(self.heartbeat_interval)
 
-    async def _watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _watchdog(self, ws: wsclient.WebSocket) -> None:
         """Ping when the line has been quiet; end the session when no pong comes back in time."""
         interval = self.heartbeat_interval
         timeout = interval * self.timing.pong_timeout_factor
         while True:
-            await asyncio.sleep(max(0.05, self._last_rx + interval - time.monotonic()))
-            if time.monotonic() - self._last_rx < interval:
+            await asyncio.sleep(max(0.05, ws.last_rx + interval - time.monotonic()))
+            if time.monotonic() - ws.last_rx < interval:
                 continue
             pinged_at = time.monotonic()
             await ws.ping()
             await asyncio.sleep(timeout)
-            if self._last_rx < pinged_at:
+            if ws.last_rx < pinged_at:
                 raise SessionEnded(f"control plane unresponsive: no pong within {timeout:.1f}s")
 
     async def _sender(self) -> None:
@@ -505,35 +475,52 @@ class Agent:
                 at = sent.get(result_id)
                 if at is None or now - at >= ack_timeout:
                     batch.append((result_id, at))
+            frames = []
             for result_id, at in batch:
-                result = self.outbox.get(result_id)
-                if result is None:
+                data = self.outbox.get(result_id)
+                if data is None:
                     continue
                 if at is not None:
                     log.info("result %s not acknowledged; sending it again", result_id)
-                await self._send({"type": "result", "result": result})
-                sent[result_id] = time.monotonic()
-            if batch:
+                frames.append(_result_frame(data))
+                sent[result_id] = now
+            if frames:
+                await self._send_raw(*frames)  # one write for every result ready now
                 continue  # acks may have freed slots meanwhile
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+            # arrives as the event is set, and the session could then not end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox.changed.wait(), ack_timeout / 4)
+                async with asyncio.timeout(ack_timeout / 4):
+                    await self.outbox.changed.wait()
 
     # ------------------------------------------------------------------ instructions
 
-    async def _on_instruction(self, envelope: Any) -> None:
-        from vantage.protocol import VerificationError, apply_rotation
+    async def _on_instructions(self, envelope: Any, *, batch: bool) -> None:
+        """Verify an instruction (or a batch: all of it or none) and act on it, in order."""
+        from vantage.protocol import VerificationError
 
+        envelope = envelope if isinstance(envelope, Mapping) else {}
         try:
-            instruction = self.verifier.verify(envelope if isinstance(envelope, dict) else {})
+            if batch:
+                instructions = self.verifier.verify_batch(envelope)
+            else:
+                instructions = [self.verifier.verify(envelope)]
         except VerificationError as exc:
             self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
-            log.warning("rejected an instruction: %s", exc)
-            nonce = _nonce_of(envelope) if exc.reason not in _UNAUTHENTICATED_REASONS else None
-            await self._send({"type": "rejected", "nonce": nonce, "reason": exc.reason})
+            log.warning("rejected %s: %s", "an instruction batch" if batch else "an instruction", exc)
+            # Nonces only from a payload whose signature verified (none before that step).
+            nonces: tuple[str | None, ...] = exc.nonces or (None,)
+            await self._send(*({"type": "rejected", "nonce": n, "reason": exc.reason} for n in nonces))
             return
+        for instruction in instructions:
+            await self._act(instruction)
+
+    async def _act(self, instruction: Instruction) -> None:
+        from vantage.protocol import VerificationError, apply_rotation
+
         if instruction.kind == "rotate_key":  # rare: wait here, so that later frames wait too
             try:
-                await self.commit.nonces()  # act only once the nonce is durable
+                await self.commit.durable()  # act only once the nonce is durable
             except OSError as exc:
                 log.error("cannot make the replay cache durable: %s; rotation not applied", exc)
                 self._state_dir_writable = False
@@ -567,10 +554,15 @@ class Agent:
         else:
             log.info("instruction %s acknowledged and ignored (reserved in protocol v1)", instruction.kind)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._running_loop().create_task(coro)
         self._checks.add(task)
         task.add_done_callback(self._check_done)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:  # asked once: each ask is a getpid() on Python 3.11
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def _check_done(self, task: asyncio.Task[None]) -> None:
         self._checks.discard(task)
@@ -581,7 +573,7 @@ class Agent:
         try:
             # Act only once the nonce is durable: a crash-restart (even a power loss) must not
             # reopen the replay window. The flush is group-committed with other nonces and results.
-            await self.commit.nonces()
+            await self.commit.durable()
         except OSError as exc:
             self._state_dir_writable = False
             log.error("cannot make the replay cache durable: %s; check %s not run", exc, instruction.nonce)
@@ -590,44 +582,49 @@ class Agent:
             )
             return
         try:
-            result = await self.runner.run(instruction.body)
+            result, data = await self.runner.run(instruction.body)
         except BadInstructionBody as exc:
             log.warning("run_check %s has a malformed body: %s", instruction.nonce, exc)
             await self._send_if_connected(
                 {"type": "rejected", "nonce": instruction.nonce, "reason": "invalid_check"}
             )
             return
-        log.info(
-            "check %s (monitor %s, attempt %s): %s in %.0f ms%s",
-            result["id"],
-            result.get("monitor_id"),
-            result.get("attempt"),
-            "ok" if result.get("ok") else "FAILED",
-            float(result.get("duration_ms") or 0),
-            f" ({result.get('error')})" if result.get("error") else "",
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "check %s (monitor %s, attempt %s): %s in %.0f ms%s",
+                result["id"],
+                result.get("monitor_id"),
+                result.get("attempt"),
+                "ok" if result.get("ok") else "FAILED",
+                float(result.get("duration_ms") or 0),
+                f" ({result.get('error')})" if result.get("error") else "",
+            )
         # Into the outbox, durable before it is sent (the sender only sends durable results); it
         # leaves the outbox only on the control plane's ack.
-        self.outbox.add(result)
+        self.outbox.add(result["id"], data)
         try:
-            await self.commit.results()
+            await self.commit.durable()
         except OSError as exc:
             self._state_dir_writable = False
             log.error("cannot store result %s in the outbox: %s; sending it unbuffered", result["id"], exc)
-            await self._send_if_connected({"type": "result", "result": result})
+            with contextlib.suppress(SessionEnded, ConnectionError):
+                await self._send_raw(_result_frame(data))
 
     # ------------------------------------------------------------------ sending
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, *messages: dict[str, Any]) -> None:
+        await self._send_raw(*(json.dumps(m, separators=(",", ":")).encode("utf-8") for m in messages))
+
+    async def _send_raw(self, *frames: bytes) -> None:
+        """Send JSON messages already serialised (UTF-8), in one write."""
         ws = self._ws
         if ws is None or ws.closed:
             raise SessionEnded("connection lost")
-        data = json.dumps(message, separators=(",", ":"))
         async with self._send_lock:
-            await ws.send_str(data)
+            await ws.send(*frames)
 
     async def _send_if_connected(self, message: dict[str, Any]) -> None:
-        with contextlib.suppress(SessionEnded, ConnectionError, RuntimeError):
+        with contextlib.suppress(SessionEnded, ConnectionError):
             await self._send(message)
 
     async def _send_heartbeat(self) -> None:
@@ -676,6 +673,7 @@ class Agent:
             "reasons": failures + warnings,
             "host": self._host,
             "data_protection": dict(self.protection),
+            "features": list(FEATURES),
         }
 
     def _write_status(self, state: str) -> None:
@@ -721,23 +719,29 @@ def load_trust(mounted: Path, persisted: Path) -> TrustStore:
     return trust
 
 
-#: Rejections decided before the signature was verified: the payload must not be read then.
-_UNAUTHENTICATED_REASONS = frozenset(
-    {"malformed_envelope", "payload_too_large", "unknown_key", "bad_signature", "malformed_payload"}
-)
-_NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
+def _result_frame(data: bytes) -> bytes:
+    """The ``result`` message around a result's JSON, without parsing or serialising it again."""
+    return b'{"type":"result","result":' + data + b"}"
 
 
-def _nonce_of(envelope: Any) -> str | None:
-    """The nonce of an instruction whose signature verified but which was refused later."""
-    import base64
-
+async def _receive(ws: wsclient.WebSocket) -> str:
+    """The next text message; the end of the connection or a protocol error ends the session."""
     try:
-        payload = json.loads(base64.b64decode(envelope["payload"], validate=True))
-        nonce = payload["nonce"]
-    except (KeyError, TypeError, ValueError):
-        return None
-    return nonce if isinstance(nonce, str) and _NONCE_RE.match(nonce) else None
+        return await ws.receive()
+    except wsclient.ConnectionClosed as exc:
+        raise SessionEnded(f"connection closed by the control plane ({exc.code})") from None
+    except wsclient.WebSocketError as exc:
+        raise SessionEnded(str(exc)) from None
+
+
+def _decode(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise SessionEnded("protocol error: a frame is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise SessionEnded("protocol error: a frame is not an object with a type")
+    return data
 
 
 def _describe(exc: BaseException | Any) -> str:

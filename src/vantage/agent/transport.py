@@ -2,40 +2,61 @@
 
 from __future__ import annotations
 
+import os
+import re
 import ssl
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.\d+")
+
 
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """The system trust store plus ``ca_bundle`` (a private CA), hostname checking on."""
-    context = ssl.create_default_context()
+    """The system trust store plus ``ca_bundle`` (a private CA), certificate and hostname checks on.
+
+    The system's CAs are looked up in OpenSSL's hashed certificate directory where there is one
+    (``/etc/ssl/certs``, or ``SSL_CERT_DIR``): a handshake then parses only the certificates it
+    needs, where loading the whole bundle would hold every one of them in the agent's memory
+    (over 1 MB).  Without such a directory, or with ``SSL_CERT_FILE`` set, the defaults are
+    loaded as usual.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    paths = ssl.get_default_verify_paths()
+    if paths.capath and _hashed_directory(paths.capath) and not os.environ.get(paths.openssl_cafile_env):
+        context.load_verify_locations(capath=paths.capath)
+    else:
+        context.load_default_certs()
     if ca_bundle is not None:
         context.load_verify_locations(cafile=str(ca_bundle))
     return context
 
 
+def _hashed_directory(path: str) -> bool:
+    """Whether ``path`` holds certificates under OpenSSL's hashed names (``<8 hex>.<n>``)."""
+    try:
+        return any(_HASHED_NAME.fullmatch(name) for name in os.listdir(path))
+    except OSError:
+        return False
+
+
 def proxy_for(url: str, env: Mapping[str, str] | None = None) -> str | None:
     """The proxy to reach ``url`` through, from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``.
 
-    aiohttp's own ``trust_env`` looks websocket URLs up under ``WSS_PROXY``, which nobody sets;
-    the control plane is an HTTPS service, so the agent applies the HTTPS proxy variables to
-    its websocket (``wss://`` is tunnelled with ``CONNECT`` like ``https://``).
+    The control plane is an HTTPS service, so the agent applies the HTTPS proxy variables to its
+    ``wss://`` websocket (tunnelled with ``CONNECT`` like ``https://``), not ``WSS_PROXY``,
+    which nobody sets.
     """
-    if env is None:
-        proxies = urllib.request.getproxies_environment()
-    else:
-        # Same rules as urllib: lower-case wins, *_proxy variables by scheme.
-        proxies = {}
-        for name, value in env.items():
-            lowered = name.lower()
-            if value and lowered.endswith("_proxy"):
-                proxies.setdefault(lowered[: -len("_proxy")], value)
-        for name, value in env.items():
-            if value and name.endswith("_proxy") and name.islower():
-                proxies[name[: -len("_proxy")]] = value
+    env = os.environ if env is None else env
+    # The rules of urllib's getproxies_environment: lower case wins, *_proxy variables by scheme.
+    proxies: dict[str, str] = {}
+    for name, value in env.items():
+        lowered = name.lower()
+        if value and lowered.endswith("_proxy"):
+            proxies.setdefault(lowered[: -len("_proxy")], value)
+    for name, value in env.items():
+        if value and name.endswith("_proxy") and name.islower():
+            proxies[name[: -len("_proxy")]] = value
     parts = urlsplit(url)
     host = parts.hostname or ""
     if host and _bypassed(host, parts.port, proxies.get("no", "")):

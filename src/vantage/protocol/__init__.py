@@ -1,21 +1,24 @@
 """The signed protocol shared by the agent, the control plane and the collection (docs/protocol.md).
 
 Ed25519 keys (:mod:`.keys`), DSSE-style envelopes (:mod:`.envelope`), trusted keys
-(:mod:`.trust`), instructions with replay protection (:mod:`.instruction`, :mod:`.replay`),
-the session hello (:mod:`.hello`) and release manifests (:mod:`.release`). Every verifier
-raises :class:`VerificationError` with a short ``reason`` code.
+(:mod:`.trust`), instructions and signed batches of instructions with replay protection
+(:mod:`.instruction`, :mod:`.replay`), the session hello (:mod:`.hello`) and release manifests
+(:mod:`.release`). Every verifier raises :class:`VerificationError` with a short ``reason`` code.
 """
 
-from vantage.protocol.constants import HELLO_TYPE, INSTRUCTION_TYPE, RELEASE_TYPE
+from vantage.protocol.constants import HELLO_TYPE, INSTRUCTION_BATCH_TYPE, INSTRUCTION_TYPE, RELEASE_TYPE
 from vantage.protocol.envelope import MAX_PAYLOAD_BYTES, pae, sign, verify
 from vantage.protocol.errors import REASONS, VerificationError
 from vantage.protocol.hello import make_hello, normalize_url, verify_hello
 from vantage.protocol.instruction import (
     KINDS,
+    MAX_BATCH_ITEMS,
     Instruction,
     InstructionVerifier,
     apply_rotation,
+    instruction_payload,
     make_instruction,
+    make_instruction_batch,
     rotation_body,
 )
 from vantage.protocol.keys import (
@@ -33,8 +36,10 @@ from vantage.protocol.trust import TrustedKey, TrustStore
 
 __all__ = [
     "HELLO_TYPE",
+    "INSTRUCTION_BATCH_TYPE",
     "INSTRUCTION_TYPE",
     "KINDS",
+    "MAX_BATCH_ITEMS",
     "MAX_PAYLOAD_BYTES",
     "REASONS",
     "RELEASE_TYPE",
@@ -48,11 +53,13 @@ __all__ = [
     "apply_rotation",
     "compare_versions",
     "generate_key",
+    "instruction_payload",
     "key_id",
     "load_or_create_private_key",
     "load_private_key",
     "make_hello",
     "make_instruction",
+    "make_instruction_batch",
     "make_release",
     "normalize_url",
     "pae",

@@ -42,13 +42,18 @@ class VerificationError(Exception):
     see ``docs/protocol.md``) meant for logs, metrics and the ``rejected`` session message;
     ``message`` is a human explanation. ``str(error)`` is ``"<reason>: <message>"``.
     ``nonce`` is the instruction's nonce when the refusal came after its signature verified
-    and its payload parsed (for the ``rejected`` session message), else ``None``.
+    and its payload parsed (for the ``rejected`` session message), else ``None``; for a refused
+    batch it names the culprit item, and ``nonces`` lists the nonces of every item (each is
+    answered with ``rejected``: a batch is refused as a whole).
     """
 
-    def __init__(self, reason: str, message: str = "", *, nonce: str | None = None) -> None:
+    def __init__(
+        self, reason: str, message: str = "", *, nonce: str | None = None, nonces: tuple[str, ...] = ()
+    ) -> None:
         self.reason = reason
         self.message = message or reason.replace("_", " ")
         self.nonce = nonce
+        self.nonces = nonces
         super().__init__(reason, self.message)
 
     def __str__(self) -> str:

@@ -1,8 +1,15 @@
-"""Signed instructions from the control plane to one checkpoint instance.
+"""Signed instructions from the control plane to one checkpoint instance, singly or in batches.
 
 :class:`InstructionVerifier` applies the verification order of ``docs/protocol.md`` exactly
 and stops at the first failure with a :class:`~vantage.protocol.errors.VerificationError`
 whose ``reason`` is the documented code.
+
+A **batch** (:func:`make_instruction_batch`, :meth:`InstructionVerifier.verify_batch`) is one
+signed envelope of type ``application/vnd.vantage.instruction-batch+json`` whose payload is
+``{"v": 1, "items": [<instruction payload>, ...]}``: one signature verification for up to
+:data:`MAX_BATCH_ITEMS` instructions, each item checked exactly like a single instruction's
+payload.  A batch is atomic: one bad, expired, misaddressed, duplicated or replayed item refuses
+the whole batch, and then none of its nonces is recorded.
 """
 
 from __future__ import annotations
@@ -10,14 +17,14 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from vantage.protocol import _payload
-from vantage.protocol.constants import INSTRUCTION_TYPE
+from vantage.protocol.constants import INSTRUCTION_BATCH_TYPE, INSTRUCTION_TYPE
 from vantage.protocol.envelope import sign
 from vantage.protocol.envelope import verify as verify_envelope
 from vantage.protocol.errors import VerificationError
@@ -27,17 +34,22 @@ from vantage.protocol.trust import TrustedKey, TrustStore
 
 __all__ = [
     "KINDS",
+    "MAX_BATCH_ITEMS",
     "Instruction",
     "InstructionVerifier",
     "ReplayCache",
     "apply_rotation",
+    "instruction_payload",
     "make_instruction",
+    "make_instruction_batch",
     "rotation_body",
 ]
 
 PROTOCOL_VERSION = 1
 #: Instruction kinds of protocol v1; anything else is refused (``unknown_kind``).
 KINDS = frozenset({"run_check", "ping", "rotate_key", "configure", "drain"})
+#: Most instructions one batch may carry (``payload_too_large`` beyond).
+MAX_BATCH_ITEMS = 256
 DEFAULT_SKEW = 30
 DEFAULT_MAX_LIFETIME = 300
 _AUDIENCE = re.compile(r"[^/\s]+/[^/\s]+")
@@ -59,6 +71,47 @@ class Instruction:
     keyid: str
 
 
+def instruction_payload(
+    *,
+    iss: str,
+    aud: str,
+    kind: str,
+    body: Mapping[str, Any],
+    seq: int,
+    lifetime: int = 60,
+    now: float | None = None,
+    nonce: str | None = None,
+) -> dict[str, Any]:
+    """An instruction payload (``iat`` = ``now``, ``exp`` = ``iat + lifetime``), not yet signed.
+
+    Sign one with :func:`make_instruction`'s envelope, or several together with
+    :func:`make_instruction_batch`.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown instruction kind {kind!r}")
+    if not _AUDIENCE.fullmatch(aud):
+        raise ValueError(f"aud must be '<checkpoint>/<instance>', not {aud!r}")
+    if type(seq) is not int or seq < 0:
+        raise ValueError("seq must be a non-negative integer")
+    if type(lifetime) is not int or lifetime <= 0:
+        raise ValueError("lifetime must be a positive integer (seconds)")
+    nonce = secrets.token_hex(16) if nonce is None else nonce
+    if not _payload.HEX32.fullmatch(nonce):
+        raise ValueError("nonce must be 32 lowercase hex digits")
+    iat = int(time.time() if now is None else now)
+    return {
+        "v": PROTOCOL_VERSION,
+        "iss": iss,
+        "aud": aud,
+        "iat": iat,
+        "exp": iat + lifetime,
+        "nonce": nonce,
+        "seq": seq,
+        "kind": kind,
+        "body": dict(body),
+    }
+
+
 def make_instruction(
     key: Ed25519PrivateKey,
     *,
@@ -72,30 +125,33 @@ def make_instruction(
     nonce: str | None = None,
 ) -> dict[str, Any]:
     """Build and sign an instruction envelope (``iat`` = ``now``, ``exp`` = ``iat + lifetime``)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown instruction kind {kind!r}")
-    if not _AUDIENCE.fullmatch(aud):
-        raise ValueError(f"aud must be '<checkpoint>/<instance>', not {aud!r}")
-    if type(seq) is not int or seq < 0:
-        raise ValueError("seq must be a non-negative integer")
-    if type(lifetime) is not int or lifetime <= 0:
-        raise ValueError("lifetime must be a positive integer (seconds)")
-    nonce = secrets.token_hex(16) if nonce is None else nonce
-    if not _payload.HEX32.fullmatch(nonce):
-        raise ValueError("nonce must be 32 lowercase hex digits")
-    iat = int(time.time() if now is None else now)
-    payload = {
-        "v": PROTOCOL_VERSION,
-        "iss": iss,
-        "aud": aud,
-        "iat": iat,
-        "exp": iat + lifetime,
-        "nonce": nonce,
-        "seq": seq,
-        "kind": kind,
-        "body": dict(body),
-    }
+    payload = instruction_payload(
+        iss=iss, aud=aud, kind=kind, body=body, seq=seq, lifetime=lifetime, now=now, nonce=nonce
+    )
     return sign(INSTRUCTION_TYPE, _payload.encode(payload), key)
+
+
+def make_instruction_batch(key: Ed25519PrivateKey, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sign several instruction payloads (:func:`instruction_payload`) as one batch envelope.
+
+    Raises :class:`ValueError` for an empty batch, more than :data:`MAX_BATCH_ITEMS` items, an
+    item that is not a valid instruction payload, a nonce used twice, or a payload over
+    :data:`~vantage.protocol.envelope.MAX_PAYLOAD_BYTES`.  The verifier refuses a batch as a
+    whole, so a control plane should put in one batch only instructions for one instance.
+    """
+    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_ITEMS} instructions, not {len(items)}")
+    nonces: set[str] = set()
+    for index, item in enumerate(items):
+        try:
+            parsed = _parse_instruction(item, "")
+        except VerificationError as exc:
+            raise ValueError(f"item {index}: {exc}") from None
+        if parsed.nonce in nonces:
+            raise ValueError(f"item {index}: nonce {parsed.nonce} is used twice")
+        nonces.add(parsed.nonce)
+    payload = {"v": PROTOCOL_VERSION, "items": [dict(item) for item in items]}
+    return sign(INSTRUCTION_BATCH_TYPE, _payload.encode(payload), key)
 
 
 def _parse_instruction(obj: Mapping[str, Any], keyid: str) -> Instruction:
@@ -156,20 +212,64 @@ class InstructionVerifier:
         payload_type, payload, keyid = verify_envelope(envelope, self.trust, now)
         obj = _payload.decode(payload)
         try:
-            return self._check(payload_type, obj, keyid, now)
+            if payload_type != INSTRUCTION_TYPE:
+                raise _wrong_type(INSTRUCTION_TYPE, payload_type)
+            instruction = self._check(obj, keyid, now)
+            self.replay.check_and_add(instruction.nonce, instruction.exp + self.skew, now)
+            return instruction
         except VerificationError as exc:
             # the payload is signed by a trusted key: its nonce may be echoed in "rejected"
-            nonce = obj.get("nonce")
-            if exc.nonce is None and isinstance(nonce, str) and _payload.HEX32.fullmatch(nonce):
+            nonce = _nonce_of(obj)
+            if exc.nonce is None and nonce is not None:
                 exc.nonce = nonce
+            exc.nonces = () if exc.nonce is None else (exc.nonce,)
             raise
 
-    def _check(self, payload_type: str, obj: dict[str, Any], keyid: str, now: float) -> Instruction:
-        """Steps 4-7 on a payload whose signature verified."""
-        if payload_type != INSTRUCTION_TYPE:
-            raise VerificationError(
-                "wrong_payload_type", f"expected {INSTRUCTION_TYPE}, got {payload_type[:80]!r}"
-            )
+    def verify_batch(self, envelope: Mapping[str, Any], now: float | None = None) -> list[Instruction]:
+        """Return the verified instructions of a batch envelope, in order, or raise.
+
+        Steps 1-3 as for one instruction; 4 the payload type is the batch type
+        (``wrong_payload_type``), ``v`` and ``items`` are well formed (``malformed_payload``,
+        ``unsupported_version``; an empty list is malformed, more than :data:`MAX_BATCH_ITEMS`
+        is ``payload_too_large``); then every item in order through the single instruction's
+        fields, audience and time checks; last the nonces: none twice in the batch and none
+        seen before (``replayed``).  Any failure refuses the whole batch and records none of its
+        nonces; ``VerificationError.nonces`` lists the item nonces that could be read.
+        """
+        now = time.time() if now is None else now
+        payload_type, payload, keyid = verify_envelope(envelope, self.trust, now)
+        obj = _payload.decode(payload)
+        try:
+            if payload_type != INSTRUCTION_BATCH_TYPE:
+                raise _wrong_type(INSTRUCTION_BATCH_TYPE, payload_type)
+            _payload.require_version(obj, PROTOCOL_VERSION)
+            items = obj.get("items")
+            if not isinstance(items, list) or not items:
+                raise VerificationError("malformed_payload", "items must be a non-empty list")
+            if len(items) > MAX_BATCH_ITEMS:
+                raise VerificationError(
+                    "payload_too_large", f"{len(items)} items; a batch holds at most {MAX_BATCH_ITEMS}"
+                )
+            instructions = []
+            for index, item in enumerate(items):
+                if not isinstance(item, dict):
+                    raise VerificationError("malformed_payload", f"item {index} is not an object")
+                try:
+                    instructions.append(self._check(item, keyid, now))
+                except VerificationError as exc:
+                    exc.message = f"item {index}: {exc.message}"
+                    exc.nonce = exc.nonce or _nonce_of(item)
+                    raise
+            self.replay.check_and_add_many([(i.nonce, i.exp + self.skew) for i in instructions], now)
+            return instructions
+        except VerificationError as exc:
+            raw = obj.get("items")
+            found = (_nonce_of(item) for item in raw) if isinstance(raw, list) else iter(())
+            exc.nonces = tuple(dict.fromkeys(n for n in found if n is not None))[:MAX_BATCH_ITEMS]
+            raise
+
+    def _check(self, obj: dict[str, Any], keyid: str, now: float) -> Instruction:
+        """The fields, audience and time of one instruction payload whose signature verified."""
         instruction = _parse_instruction(obj, keyid)
         if instruction.aud != self.audience:
             raise VerificationError(
@@ -184,8 +284,16 @@ class InstructionVerifier:
             )
         if now > instruction.exp + self.skew:
             raise VerificationError("expired", f"expired at {instruction.exp}, now is {int(now)}")
-        self.replay.check_and_add(instruction.nonce, instruction.exp + self.skew, now)
         return instruction
+
+
+def _wrong_type(expected: str, payload_type: str) -> VerificationError:
+    return VerificationError("wrong_payload_type", f"expected {expected}, got {payload_type[:80]!r}")
+
+
+def _nonce_of(obj: Any) -> str | None:
+    nonce = obj.get("nonce") if isinstance(obj, dict) else None
+    return nonce if isinstance(nonce, str) and _payload.HEX32.fullmatch(nonce) else None
 
 
 def apply_rotation(trust: TrustStore, instruction: Instruction) -> TrustStore:

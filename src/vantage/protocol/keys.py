@@ -1,4 +1,11 @@
-"""Ed25519 keys: generation, PKCS#8 PEM files (mode 0600), base64 public keys and key ids."""
+"""Ed25519 keys: generation, PKCS#8 PEM files (mode 0600), base64 public keys and key ids.
+
+The PKCS#8 form of an unencrypted Ed25519 key is fixed (RFC 8410 §7): a 16-byte DER prefix and
+the 32-byte seed.  It is written and read here directly; only a file in any other form goes
+through ``cryptography``'s general key parser, which says what is wrong with it.  That parser
+(``cryptography.hazmat.primitives.serialization``) pulls in every other algorithm and the SSH
+key formats, about 2 MB of the agent's resident memory for a key it reads once.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,16 @@ import binascii
 import hashlib
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from vantage._fs import atomic_write
 
 PUBLIC_KEY_BYTES = 32
 PRIVATE_KEY_MODE = 0o600
+#: DER of PKCS#8 (OneAsymmetricKey v1) for Ed25519, up to the 32-byte seed (RFC 8410 §7)
+_PKCS8_ED25519_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+_PEM_BEGIN = b"-----BEGIN PRIVATE KEY-----"
+_PEM_END = b"-----END PRIVATE KEY-----"
 
 AnyKey = Ed25519PrivateKey | Ed25519PublicKey
 
@@ -26,11 +35,23 @@ def generate_key() -> Ed25519PrivateKey:
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:
     """``key`` as unencrypted PKCS#8 PEM."""
-    return key.private_bytes(
-        encoding=serialization.Encoding.PEM,
-        format=serialization.PrivateFormat.PKCS8,
-        encryption_algorithm=serialization.NoEncryption(),
-    )
+    body = base64.b64encode(_PKCS8_ED25519_PREFIX + key.private_bytes_raw())  # 64 characters: one line
+    return _PEM_BEGIN + b"\n" + body + b"\n" + _PEM_END + b"\n"
+
+
+def _pkcs8_seed(data: bytes) -> bytes | None:
+    """The seed of a PEM file holding exactly one unencrypted Ed25519 PKCS#8 key, else None."""
+    text = data.strip()
+    if not (text.startswith(_PEM_BEGIN) and text.endswith(_PEM_END)):
+        return None
+    body = b"".join(text[len(_PEM_BEGIN) : -len(_PEM_END)].split())
+    try:
+        der = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(der) != len(_PKCS8_ED25519_PREFIX) + 32 or not der.startswith(_PKCS8_ED25519_PREFIX):
+        return None
+    return der[len(_PKCS8_ED25519_PREFIX) :]
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
@@ -46,6 +67,13 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
         raise ValueError(f"{path}: private key file does not exist") from None
     except OSError as exc:
         raise ValueError(f"{path}: cannot read private key: {exc.strerror or exc}") from None
+    seed = _pkcs8_seed(data)
+    if seed is not None:
+        return Ed25519PrivateKey.from_private_bytes(seed)
+    # Any other form: the general parser, for an exact diagnosis (or another valid encoding).
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
@@ -95,9 +123,7 @@ def _public(key: AnyKey) -> Ed25519PublicKey:
 
 def public_key_bytes(key: AnyKey) -> bytes:
     """The raw 32-byte public key of a private or public key."""
-    return _public(key).public_bytes(
-        encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
-    )
+    return _public(key).public_bytes_raw()
 
 
 def public_key_b64(key: AnyKey) -> str:

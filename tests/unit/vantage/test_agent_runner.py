@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from typing import Any
 
 import pytest
@@ -41,7 +43,9 @@ def fake_checks(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 async def test_result_shape(fake_checks: dict[str, Any]) -> None:
-    result = await CheckRunner(CheckOptions(), DataProtection()).run(body())
+    result, data = await CheckRunner(CheckOptions(), DataProtection()).run(body())
+    assert json.loads(data) == result  # serialised once: the text stored and sent
+    assert b"\n" not in data  # one journal record
     assert result["id"] == result["check_id"] == "c1"
     assert (result["monitor_id"], result["attempt"], result["ok"]) == ("m1", 2, True)
     assert result["phases"] == {"connect_ms": 0.5} and result["details"]["body_excerpt"] == "secret"
@@ -49,27 +53,43 @@ async def test_result_shape(fake_checks: dict[str, Any]) -> None:
 
 async def test_data_protection_is_applied(fake_checks: dict[str, Any]) -> None:
     protection = DataProtection(strip_content=True, strip_headers=True, strip_ips=True)
-    result = await CheckRunner(CheckOptions(), protection).run(body())
+    result, data = await CheckRunner(CheckOptions(), protection).run(body())
     assert "body_excerpt" not in result["details"] and "headers" not in result["details"]
-    assert "10.1.2.3" not in repr(result)
+    assert "10.1.2.3" not in repr(result) and b"10.1.2.3" not in data
 
 
-async def test_invalid_spec_becomes_an_error_result(fake_checks: dict[str, Any]) -> None:
-    result = await CheckRunner(CheckOptions(), DataProtection()).run(body(colour="blue"))
+async def test_the_spec_is_validated_once_and_an_invalid_one_becomes_an_error_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = vantage.checks.validate_spec
+    calls: list[dict[str, Any]] = []
+
+    def counting(spec: dict[str, Any]) -> dict[str, Any]:
+        calls.append(spec)
+        return original(spec)
+
+    for module in list(sys.modules.values()):  # wherever the checks hold a reference to it
+        if getattr(module, "__name__", "").startswith("vantage.") and getattr(module, "validate_spec", None) is original:
+            monkeypatch.setattr(module, "validate_spec", counting)
+    runner = CheckRunner(CheckOptions(), DataProtection())
+    result, _ = await runner.run(body())  # a real check of a closed local port
+    assert result["ok"] is False and "invalid check spec" not in str(result["error"])
+    assert len(calls) == 1
+    result, _ = await runner.run(body(colour="blue"))
     assert result["ok"] is False and result["error"].startswith("invalid check spec: colour")
-    assert fake_checks["calls"] == 0
+    assert len(calls) == 2
 
 
 async def test_crashing_check_becomes_an_error_result(fake_checks: dict[str, Any]) -> None:
     fake_checks["raise"] = RuntimeError("bug")
-    result = await CheckRunner(CheckOptions(), DataProtection()).run(body())
+    result, _ = await CheckRunner(CheckOptions(), DataProtection()).run(body())
     assert result["ok"] is False and result["error"] == "agent_error: RuntimeError"
 
 
 async def test_runaway_check_is_cut_off(fake_checks: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner_module, "TIMEOUT_MARGIN_S", 0.0)
     fake_checks["delay"] = 5
-    result = await CheckRunner(CheckOptions(), DataProtection()).run(body(timeout_s=0.2))
+    result, _ = await CheckRunner(CheckOptions(), DataProtection()).run(body(timeout_s=0.2))
     assert result["ok"] is False and result["error"].startswith("timeout")
 
 
@@ -111,6 +131,23 @@ async def test_oversized_result_keeps_its_verdict_without_details(
     fake_checks: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runner_module, "MAX_RESULT_BYTES", 100)
-    result = await CheckRunner(CheckOptions(), DataProtection()).run(body())
-    assert result["ok"] is True and result["details"]["truncated"] is True
-    assert result["id"] == "c1"
+    _, data = await CheckRunner(CheckOptions(), DataProtection()).run(body())
+    sent = json.loads(data)
+    assert sent["ok"] is True and sent["details"]["truncated"] is True
+    assert sent["id"] == "c1"
+
+
+async def test_bytes_become_text_whether_or_not_data_protection_is_on(
+    fake_checks: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without any switch on, the runner skips data protection's copy; the JSON is the same."""
+    real = CheckResult(True, None, 1.0, 1700000000.0, {}, {"banner": b"SSH-2.0-x\xff", "n": (1, 2)})
+
+    async def banner_check(spec: dict[str, Any], options: CheckOptions) -> CheckResult:
+        return real
+
+    monkeypatch.setattr(vantage.checks, "run_check", banner_check)
+    _, plain = await CheckRunner(CheckOptions(), DataProtection()).run(body())
+    _, protected = await CheckRunner(CheckOptions(), DataProtection(strip_headers=True)).run(body())
+    assert json.loads(plain)["details"] == {"banner": "SSH-2.0-x\ufffd", "n": [1, 2]}
+    assert json.loads(plain) == json.loads(protected)

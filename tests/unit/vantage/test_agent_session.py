@@ -23,12 +23,16 @@ from vantage.agent.config import load_config
 from vantage.agent.health import healthcheck
 from vantage.agent.session import Agent, Timing
 from vantage.protocol import (
+    INSTRUCTION_BATCH_TYPE,
     TrustStore,
     VerificationError,
     generate_key,
+    instruction_payload,
     make_instruction,
+    pae,
     public_key_b64,
     rotation_body,
+    sign,
     verify_hello,
     write_private_key,
 )
@@ -380,6 +384,136 @@ async def test_replayed_instruction_runs_once_even_across_restart(
     assert cp.results_received.count("c-once") == 1
 
 
+# ----------------------------------------------------------------------------- signed batches
+
+
+def batch(
+    key: Any, bodies: list[dict[str, Any]], tamper: Callable[[list[dict[str, Any]]], None] | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A signed batch of run_check instructions (``tamper`` may change the items before signing)."""
+    items = [
+        instruction_payload(iss="http://cp", aud=AUD, kind="run_check", body=body, seq=index + 1)
+        for index, body in enumerate(bodies)
+    ]
+    if tamper is not None:
+        tamper(items)
+    return sign(INSTRUCTION_BATCH_TYPE, json.dumps({"v": 1, "items": items}).encode(), key), items
+
+
+async def test_a_batch_runs_every_check_once_across_a_restart(
+    cp: FakeControlPlane, start_agent: AgentFactory, signing_key: Any, target: str
+) -> None:
+    agent = await start_agent()
+    bodies = [run_check_body(target + "/", f"b-{i}") for i in range(5)]
+    envelope, _ = batch(signing_key, bodies)
+    await cp.send({"type": "instruction_batch", "envelope": envelope})
+    results = [(await cp.next("result"))["result"] for _ in bodies]
+    assert sorted(r["id"] for r in results) == [f"b-{i}" for i in range(5)]
+    assert all(r["ok"] for r in results) and agent.executed == {"run_check": 5}
+    beat = await cp.next("heartbeat")
+    assert "instruction_batch" in beat["health"]["features"]
+    # Neither the batch nor any of its items can come back, not even after a restart.
+    agent.stop()
+    await wait_for(lambda: agent.status.state == "stopped")
+    cp.connected.clear()
+    second = await start_agent()
+    await cp.send({"type": "instruction_batch", "envelope": envelope})
+    rejected = [await cp.next("rejected") for _ in bodies]
+    assert {r["reason"] for r in rejected} == {"replayed"}
+    assert second.executed == {}
+    assert sorted(cp.results_received) == [f"b-{i}" for i in range(5)]
+
+
+def _item_1(**changes: Any) -> Callable[[list[dict[str, Any]]], None]:
+    return lambda items: items[1].update(changes)
+
+
+def _item_1_repeats_item_0(items: list[dict[str, Any]]) -> None:
+    items[1]["nonce"] = items[0]["nonce"]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (_item_1(aud="site-a/other"), "wrong_audience"),
+        (_item_1(iat=int(time.time()) - 600, exp=int(time.time()) - 540), "expired"),
+        (_item_1(kind="format_disk"), "unknown_kind"),
+        (_item_1_repeats_item_0, "replayed"),
+    ],
+    ids=["other-audience", "expired", "unknown-kind", "duplicate-nonce"],
+)
+async def test_one_bad_item_refuses_the_batch_and_every_item_is_answered(
+    cp: FakeControlPlane,
+    start_agent: AgentFactory,
+    signing_key: Any,
+    target: str,
+    tamper: Callable[[list[dict[str, Any]]], None],
+    reason: str,
+) -> None:
+    agent = await start_agent()
+    envelope, items = batch(signing_key, [run_check_body(target + "/", f"x-{i}") for i in range(3)], tamper)
+    nonces = {item["nonce"] for item in items}
+    await cp.send({"type": "instruction_batch", "envelope": envelope})
+    rejected = [await cp.next("rejected") for _ in nonces]
+    assert {r["reason"] for r in rejected} == {reason}
+    assert {r["nonce"] for r in rejected} == nonces
+    assert agent.executed == {} and len(agent.outbox) == 0
+    assert len(agent.verifier.replay) == 0  # no nonce of a refused batch was recorded
+    # The other items, in a batch of their own, run: the refused batch consumed none of them.
+    good = [items[0], items[2]]
+    await cp.send(
+        {
+            "type": "instruction_batch",
+            "envelope": sign(INSTRUCTION_BATCH_TYPE, json.dumps({"v": 1, "items": good}).encode(), signing_key),
+        }
+    )
+    assert {(await cp.next("result"))["result"]["id"] for _ in good} == {"x-0", "x-2"}
+
+
+async def test_too_many_items_and_an_oversized_batch_are_refused(
+    cp: FakeControlPlane, start_agent: AgentFactory, signing_key: Any, target: str
+) -> None:
+    from vantage.protocol import MAX_BATCH_ITEMS, MAX_PAYLOAD_BYTES
+
+    agent = await start_agent()
+    bodies = [run_check_body(target + "/", f"many-{i}") for i in range(MAX_BATCH_ITEMS + 1)]
+    envelope, _ = batch(signing_key, bodies)
+    await cp.send({"type": "instruction_batch", "envelope": envelope})
+    rejected = [await cp.next("rejected") for _ in range(MAX_BATCH_ITEMS)]  # one per item, bounded
+    assert {r["reason"] for r in rejected} == {"payload_too_large"}
+    # over the payload limit (within the frame limit), signed all the same (sign() would refuse):
+    # refused before its signature is even checked
+    _, items = batch(signing_key, [run_check_body(target + "/", "big")])
+    items[0]["body"]["padding"] = "x" * MAX_PAYLOAD_BYTES
+    payload = json.dumps({"v": 1, "items": items}).encode()
+    signature = signing_key.sign(pae(INSTRUCTION_BATCH_TYPE, payload))
+    oversized = {
+        "payloadType": INSTRUCTION_BATCH_TYPE,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": key_id(signing_key), "sig": base64.b64encode(signature).decode()}],
+    }
+    await cp.send({"type": "instruction_batch", "envelope": oversized})
+    assert await cp.next("rejected") == {"type": "rejected", "nonce": None, "reason": "payload_too_large"}
+    assert agent.executed == {} and len(agent.verifier.replay) == 0
+
+
+async def test_a_forged_batch_is_answered_without_reading_its_payload(
+    cp: FakeControlPlane, start_agent: AgentFactory, signing_key: Any, target: str
+) -> None:
+    agent = await start_agent()
+    envelope, _ = batch(signing_key, [run_check_body(target + "/", "f-1")])
+    payload = json.loads(base64.b64decode(envelope["payload"]))
+    payload["items"][0]["body"]["check"]["target"] = "http://169.254.169.254/"
+    envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    await cp.send({"type": "instruction_batch", "envelope": envelope})
+    assert await cp.next("rejected") == {"type": "rejected", "nonce": None, "reason": "bad_signature"}
+    # a single instruction's envelope is not a batch
+    single = instruction(signing_key, "run_check", run_check_body(target + "/", "f-2"))
+    await cp.send({"type": "instruction_batch", "envelope": single})
+    assert (await cp.next("rejected"))["reason"] == "wrong_payload_type"
+    assert agent.executed == {}
+
+
 async def test_ping_answers_with_a_heartbeat(
     cp: FakeControlPlane, start_agent: AgentFactory, signing_key: Any
 ) -> None:
@@ -427,7 +561,8 @@ async def test_data_protection_applies_before_outbox_and_send(
     )
     result = (await cp.next("result"))["result"]
     assert result["ok"] is True
-    stored = b"".join(p.read_bytes() for p in (tmp_path / "state" / "outbox").iterdir())
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "state" / "journal").iterdir())
+    assert b'"c-dp"' in stored  # the grep below looks where the result is kept
     for blob in (json.dumps(result).encode(), stored):
         assert CANARY_BODY.encode() not in blob
         assert CANARY_HEADER.encode() not in blob
@@ -517,12 +652,13 @@ async def test_large_backlog_is_delivered_once_each(
     cp: FakeControlPlane, start_agent: AgentFactory, tmp_path: Path
 ) -> None:
     """Results left by a previous run are all sent (windowed), each exactly once, and acked."""
-    from vantage.agent.outbox import Outbox
+    from vantage.agent.journal import Journal, result_record
 
-    backlog = Outbox(tmp_path / "state" / "outbox")
-    for index in range(150):
-        backlog.add({"id": f"old-{index}", "check_id": f"old-{index}", "ok": True})
-    backlog.flush()
+    backlog = Journal(tmp_path / "state")
+    backlog.write(
+        [result_record(json.dumps({"id": f"old-{i}", "check_id": f"old-{i}", "ok": True}).encode()) for i in range(150)]
+    )
+    backlog.close()
     agent = await start_agent()
     await wait_for(lambda: len(agent.outbox) == 0, timeout=10)
     assert sorted(cp.results_received) == sorted(f"old-{index}" for index in range(150))

@@ -175,7 +175,7 @@ def test_an_instruction_envelope_never_passes_as_a_hello(identity: Ed25519Privat
 
 
 def test_a_hello_never_passes_as_an_instruction(identity: Ed25519PrivateKey) -> None:
-    verifier = InstructionVerifier(TrustStore.single_key(identity), "office-paris/a", ReplayCache(None))
+    verifier = InstructionVerifier(TrustStore.single_key(identity), "office-paris/a", ReplayCache())
     with pytest.raises(VerificationError) as excinfo:
         verifier.verify(hello(identity), now=NOW)
     assert excinfo.value.reason == "wrong_payload_type"

@@ -44,8 +44,8 @@ def trust(key: Ed25519PrivateKey) -> TrustStore:
 
 
 @pytest.fixture
-def verifier(trust: TrustStore, tmp_path: Path) -> InstructionVerifier:
-    return InstructionVerifier(trust, AUD, ReplayCache(tmp_path / "replay"))
+def verifier(trust: TrustStore) -> InstructionVerifier:
+    return InstructionVerifier(trust, AUD, ReplayCache())
 
 
 def instruction(key: Ed25519PrivateKey, **overrides: Any) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def test_lifetime_over_the_cap(key: Ed25519PrivateKey, verifier: InstructionVeri
 
 
 def test_custom_skew_and_lifetime(key: Ed25519PrivateKey, tmp_path: Path, trust: TrustStore) -> None:
-    strict = InstructionVerifier(trust, AUD, ReplayCache(None), skew=0, max_lifetime=10)
+    strict = InstructionVerifier(trust, AUD, ReplayCache(), skew=0, max_lifetime=10)
     assert rejection(strict, instruction(key, lifetime=11)) == "lifetime_too_long"
     assert rejection(strict, instruction(key, now=NOW + 1)) == "not_yet_valid"
     assert rejection(strict, instruction(key, lifetime=10), now=NOW + 11) == "expired"
@@ -175,13 +175,15 @@ def test_replayed_nonce(key: Ed25519PrivateKey, verifier: InstructionVerifier) -
     assert rejection(verifier, instruction(key, nonce=same_nonce)) == "replayed"
 
 
-def test_replayed_nonce_after_a_restart(key: Ed25519PrivateKey, trust: TrustStore, tmp_path: Path) -> None:
-    state = tmp_path / "state" / "replay.log"
+def test_replayed_nonce_after_a_restart(key: Ed25519PrivateKey, trust: TrustStore) -> None:
+    persisted: list[tuple[str, float]] = []  # what the owner of the cache made durable
     envelope = instruction(key)
-    first = InstructionVerifier(trust, AUD, ReplayCache(state))
+    first = InstructionVerifier(trust, AUD, ReplayCache(sink=persisted.extend))
     first.verify(envelope, now=NOW)
-    del first  # the process "dies" without closing anything
-    restarted = InstructionVerifier(trust, AUD, ReplayCache(state))
+    assert persisted == [(json.loads(base64.b64decode(envelope["payload"]))["nonce"], NOW + 60 + 30)]
+    restarted_cache = ReplayCache()
+    restarted_cache.load(persisted)
+    restarted = InstructionVerifier(trust, AUD, restarted_cache)
     assert rejection(restarted, envelope, now=NOW + 2) == "replayed"
 
 
@@ -295,7 +297,7 @@ def test_rotation_introduces_the_next_key_and_retires_the_old_one(
 
 def test_rotation_survives_merging_with_the_mounted_file(key: Ed25519PrivateKey, trust: TrustStore) -> None:
     new_key = generate_key()
-    verifier = InstructionVerifier(trust, AUD, ReplayCache(None))
+    verifier = InstructionVerifier(trust, AUD, ReplayCache())
     body = rotation_body(new_key, retire_keyid=key_id(key), retire_at=NOW + 60)
     persisted = apply_rotation(
         trust, verifier.verify(instruction(key, kind="rotate_key", body=body), now=NOW)
@@ -320,7 +322,7 @@ def test_rotation_survives_merging_with_the_mounted_file(key: Ed25519PrivateKey,
     ],
 )
 def test_invalid_rotations_are_refused(key: Ed25519PrivateKey, trust: TrustStore, mutate: Any) -> None:
-    verifier = InstructionVerifier(trust, AUD, ReplayCache(None))
+    verifier = InstructionVerifier(trust, AUD, ReplayCache())
     body = mutate(rotation_body(generate_key(), retire_keyid=key_id(key), retire_at=NOW + 60), key)
     verified = verifier.verify(instruction(key, kind="rotate_key", body=body), now=NOW)
     with pytest.raises(VerificationError) as excinfo:
@@ -332,7 +334,7 @@ def test_invalid_rotations_are_refused(key: Ed25519PrivateKey, trust: TrustStore
 def test_rotation_cannot_revive_a_retired_key(key: Ed25519PrivateKey, trust: TrustStore) -> None:
     old = generate_key()
     trust.add(TrustedKey(key_id(old), public_key_b64(old), "retired"))
-    verifier = InstructionVerifier(trust, AUD, ReplayCache(None))
+    verifier = InstructionVerifier(trust, AUD, ReplayCache())
     body = rotation_body(old, retire_keyid=key_id(key), retire_at=NOW + 60)
     verified = verifier.verify(instruction(key, kind="rotate_key", body=body), now=NOW)
     with pytest.raises(VerificationError, match="retired") as excinfo:

@@ -166,3 +166,30 @@ def test_public_key_from_b64_rejects_bad_input(value: str) -> None:
 def test_key_id_rejects_wrong_length_raw_bytes() -> None:
     with pytest.raises(ValueError):
         key_id(b"\x00" * 31)
+
+
+def test_the_pem_written_is_what_the_general_serializer_writes_and_both_load(tmp_path: Path) -> None:
+    key = generate_key()
+    general = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_private_key(tmp_path / "k.pem", key)
+    assert (tmp_path / "k.pem").read_bytes() == general
+    # a file from another tool, with other line breaks, loads the same way
+    (tmp_path / "other.pem").write_bytes(general.replace(b"\n", b"\r\n") + b"\n")
+    assert load_private_key(tmp_path / "other.pem").private_bytes_raw() == key.private_bytes_raw()
+
+
+def test_loading_the_usual_key_file_leaves_the_general_key_parser_unimported(tmp_path: Path) -> None:
+    """The agent reads one key at start: the parser of every other format is not worth ~2 MB."""
+    import subprocess
+    import sys
+
+    write_private_key(tmp_path / "k.pem", generate_key())
+    code = (
+        "import sys; from vantage.protocol import load_private_key, key_id; "
+        f"key_id(load_private_key({str(tmp_path / 'k.pem')!r})); "
+        "print('cryptography.hazmat.primitives.serialization' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -1,15 +1,12 @@
-"""The replay cache: persistence across restarts, expiry, the size bound, cheap appends."""
+"""The replay cache: expiry, the size bound, atomic groups, the persistence sink and seeding."""
 
 from __future__ import annotations
 
-import stat
-import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
 from vantage.protocol import ReplayCache, VerificationError
-from vantage.protocol import replay as replay_module
 
 NOW = 1_800_000_000.0
 
@@ -18,178 +15,100 @@ def nonce(i: int) -> str:
     return f"{i:032x}"
 
 
-def test_a_nonce_is_accepted_once(tmp_path: Path) -> None:
-    with ReplayCache(tmp_path / "replay") as cache:
-        cache.check_and_add(nonce(1), NOW + 60, NOW)
-        with pytest.raises(VerificationError) as excinfo:
-            cache.check_and_add(nonce(1), NOW + 60, NOW + 1)
-        assert excinfo.value.reason == "replayed"
-        cache.check_and_add(nonce(2), NOW + 60, NOW + 1)
-        assert nonce(1) in cache and len(cache) == 2
+def reason(call: object) -> str:
+    assert callable(call)
+    with pytest.raises(VerificationError) as excinfo:
+        call()
+    return excinfo.value.reason
 
 
-def test_nonces_survive_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "replay"
-    first = ReplayCache(path)
-    first.check_and_add(nonce(1), NOW + 60, NOW)
-    # no close(): a crash must not lose the nonce
-    second = ReplayCache(path)
-    with pytest.raises(VerificationError, match="replayed"):
-        second.check_and_add(nonce(1), NOW + 60, NOW + 5)
-    first.close()
-    second.close()
+def test_a_nonce_is_accepted_once() -> None:
+    cache = ReplayCache()
+    cache.check_and_add(nonce(1), NOW + 60, NOW)
+    with pytest.raises(VerificationError) as excinfo:
+        cache.check_and_add(nonce(1), NOW + 60, NOW + 1)
+    assert excinfo.value.reason == "replayed" and excinfo.value.nonce == nonce(1)
+    cache.check_and_add(nonce(2), NOW + 60, NOW + 1)
+    assert nonce(1) in cache and len(cache) == 2
 
 
-def test_the_state_file_is_private(tmp_path: Path) -> None:
-    with ReplayCache(tmp_path / "replay") as cache:
-        cache.check_and_add(nonce(1), NOW + 60, NOW)
-    assert stat.S_IMODE((tmp_path / "replay").stat().st_mode) == 0o600
-
-
-def test_nonces_are_kept_until_their_expiry_has_passed(tmp_path: Path) -> None:
-    with ReplayCache(tmp_path / "replay") as cache:
-        cache.check_and_add(nonce(1), NOW + 60, NOW)
-        with pytest.raises(VerificationError):
-            cache.check_and_add(nonce(1), NOW + 200, NOW + 60)  # at expires_at: still kept
-        assert cache.prune(NOW + 61) == 1
-        assert nonce(1) not in cache
-        cache.check_and_add(nonce(1), NOW + 200, NOW + 61)
-
-
-def test_compaction_drops_expired_entries_from_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "replay"
-    with ReplayCache(path) as cache:
-        cache.check_and_add(nonce(1), NOW + 10, NOW)
-        cache.check_and_add(nonce(2), NOW + 1000, NOW)
-        cache.check_and_add(nonce(3), NOW + 1000, NOW + 20)  # prunes nonce 1
-    with ReplayCache(path) as cache:
-        # expiry is judged by the caller's clock, so loading keeps everything until told the time
-        assert cache.prune(NOW + 20) == 1
-        assert len(cache) == 2
-        cache.compact()
-    assert nonce(1) not in path.read_text()
-    assert nonce(2) in path.read_text()
-
-
-def test_when_full_new_nonces_are_refused_rather_than_old_ones_forgotten(tmp_path: Path) -> None:
-    with ReplayCache(tmp_path / "replay", max_entries=3) as cache:
-        for i in range(3):
-            cache.check_and_add(nonce(i), NOW + 60, NOW)
-        with pytest.raises(VerificationError) as excinfo:
-            cache.check_and_add(nonce(9), NOW + 60, NOW)
-        assert excinfo.value.reason == "replay_cache_full"
-        assert all(nonce(i) in cache for i in range(3))
-        cache.check_and_add(nonce(9), NOW + 200, NOW + 61)  # room again once the others expired
-
-
-def test_appends_are_cheap_and_the_file_is_compacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rewrites: list[Path] = []
-    real_atomic_write = replay_module.atomic_write
-
-    def counting_atomic_write(path: Path, data: bytes, **kwargs: object) -> None:
-        rewrites.append(path)
-        real_atomic_write(path, data, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(replay_module, "atomic_write", counting_atomic_write)
-    path = tmp_path / "replay"
-    count = 20_000
-    started = time.perf_counter()
-    with ReplayCache(path) as cache:
-        for i in range(count):
-            # each nonce lives 2 "seconds" at 100 instructions per "second": ~200 live at a time
-            now = NOW + i / 100
-            cache.check_and_add(nonce(i), now + 2, now)
-        elapsed = time.perf_counter() - started
-        assert len(cache) <= 201
-    assert elapsed < 10  # thousands per second in practice; generous for slow CI
-    assert 1 < len(rewrites) <= 10  # compacted now and then, never rewritten per nonce
-    lines = path.read_text().splitlines()
-    assert lines[0] == replay_module.HEADER
-    assert len(lines) <= 1 + replay_module.COMPACT_MIN_LINES + 1
-    # the newest nonces are still remembered after a restart
-    with ReplayCache(path) as restarted, pytest.raises(VerificationError, match="replayed"):
-        restarted.check_and_add(nonce(count - 1), NOW + count / 100 + 2, NOW + count / 100)
-
-
-def test_a_foreign_file_is_not_overwritten(tmp_path: Path) -> None:
-    path = tmp_path / "replay"
-    path.write_text("important data\n")
-    with pytest.raises(ValueError, match="not a Vantage replay cache"):
-        ReplayCache(path)
-    assert path.read_text() == "important data\n"
-
-
-def test_corrupt_lines_are_skipped(tmp_path: Path) -> None:
-    path = tmp_path / "replay"
-    torn = nonce(3)[:20]
-    path.write_text(f"{replay_module.HEADER}\n{nonce(1)} {NOW + 60}\ngarbage\n{nonce(2)} nan\n{torn}")
-    with ReplayCache(path) as cache:
-        assert len(cache) == 1
-        with pytest.raises(VerificationError):
-            cache.check_and_add(nonce(1), NOW + 60, NOW)
-
-
-def test_in_memory_cache(tmp_path: Path) -> None:
-    cache = ReplayCache(None)
+def test_nonces_are_kept_until_their_expiry_has_passed() -> None:
+    cache = ReplayCache()
     cache.check_and_add(nonce(1), NOW + 60, NOW)
     with pytest.raises(VerificationError):
-        cache.check_and_add(nonce(1), NOW + 60, NOW)
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("bad", ["", "a b", "a\nb", "x" * 129])
-def test_nonces_that_would_break_the_file_format_are_refused(bad: str) -> None:
-    with pytest.raises(ValueError):
-        ReplayCache(None).check_and_add(bad, NOW + 60, NOW)
-
-
-def test_a_failed_append_is_refused_and_does_not_corrupt_later_entries(tmp_path: Path) -> None:
-    path = tmp_path / "replay"
-    cache = ReplayCache(path)
-    real_file = cache._open()
-
-    class HalfWrite:
-        def write(self, data: memoryview) -> int:
-            real_file.write(data[:10])
-            raise OSError(28, "No space left on device")
-
-    cache._file = HalfWrite()  # type: ignore[assignment]
-    with pytest.raises(VerificationError) as excinfo:
-        cache.check_and_add(nonce(1), NOW + 60, NOW)
-    assert excinfo.value.reason == "replay_cache_error"
+        cache.check_and_add(nonce(1), NOW + 200, NOW + 60)  # at expires_at: still kept
+    assert cache.prune(NOW + 61) == 1
     assert nonce(1) not in cache
-    cache._file = real_file
-    cache.check_and_add(nonce(2), NOW + 60, NOW)
-    cache.close()
-    with ReplayCache(path) as restarted:
-        assert nonce(2) in restarted
-        assert len(restarted) == 1
+    cache.check_and_add(nonce(1), NOW + 200, NOW + 61)
 
 
-def test_sync_flushes_new_appends_once_and_may_run_in_another_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import os
-    import threading
+def test_when_full_new_nonces_are_refused_rather_than_old_ones_forgotten() -> None:
+    cache = ReplayCache(max_entries=3)
+    for i in range(3):
+        cache.check_and_add(nonce(i), NOW + 60, NOW)
+    assert reason(lambda: cache.check_and_add(nonce(9), NOW + 60, NOW)) == "replay_cache_full"
+    assert all(nonce(i) in cache for i in range(3))
+    cache.check_and_add(nonce(9), NOW + 200, NOW + 61)  # room again once the others expired
 
-    flushes: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (flushes.append(fd), real_fsync(fd))[1])
-    path = tmp_path / "replay"
-    with ReplayCache(path) as cache:  # no fsync per nonce
-        flushes.clear()
-        cache.check_and_add("a" * 32, NOW + 60, NOW)
-        assert flushes == []
-        worker = threading.Thread(target=cache.sync)
-        worker.start()
-        cache.check_and_add("b" * 32, NOW + 60, NOW)
-        worker.join()
-        cache.sync()
-        count = len(flushes)
-        assert 1 <= count <= 2
-        cache.sync()  # nothing new: no flush
-        assert len(flushes) == count
-    with ReplayCache(path) as restarted:
-        for nonce in ("a" * 32, "b" * 32):
-            with pytest.raises(VerificationError, match="replayed"):
-                restarted.check_and_add(nonce, NOW + 60, NOW)
+
+def test_a_group_is_recorded_whole_or_not_at_all() -> None:
+    cache = ReplayCache(max_entries=5)
+    cache.check_and_add(nonce(1), NOW + 60, NOW)
+    # one seen nonce refuses the group, and none of the new ones is recorded
+    assert reason(lambda: cache.check_and_add_many([(nonce(2), NOW + 60), (nonce(1), NOW + 60)], NOW)) == (
+        "replayed"
+    )
+    assert nonce(2) not in cache
+    # a nonce twice in the group
+    with pytest.raises(VerificationError) as excinfo:
+        cache.check_and_add_many([(nonce(3), NOW + 60), (nonce(4), NOW + 60), (nonce(3), NOW + 60)], NOW)
+    assert excinfo.value.reason == "replayed" and excinfo.value.nonce == nonce(3)
+    assert nonce(3) not in cache and nonce(4) not in cache
+    # a group that does not fit whole
+    group = [(nonce(i), NOW + 60) for i in range(10, 15)]
+    assert reason(lambda: cache.check_and_add_many(group, NOW)) == "replay_cache_full"
+    assert len(cache) == 1
+    cache.check_and_add_many(group[:4], NOW)
+    assert len(cache) == 5
+
+
+def test_the_sink_sees_each_group_before_it_is_accepted_and_can_refuse_it() -> None:
+    persisted: list[list[tuple[str, float]]] = []
+    fail = False
+
+    def sink(entries: Sequence[tuple[str, float]]) -> None:
+        if fail:
+            raise OSError(28, "No space left on device")
+        persisted.append(list(entries))
+
+    cache = ReplayCache(sink=sink)
+    cache.check_and_add_many([(nonce(1), NOW + 60), (nonce(2), NOW + 61)], NOW)
+    assert persisted == [[(nonce(1), NOW + 60), (nonce(2), NOW + 61)]]
+    # a refused group never reaches the sink
+    assert reason(lambda: cache.check_and_add(nonce(1), NOW + 60, NOW)) == "replayed"
+    assert len(persisted) == 1
+    fail = True
+    assert reason(lambda: cache.check_and_add(nonce(3), NOW + 60, NOW)) == "replay_cache_error"
+    assert nonce(3) not in cache
+
+
+def test_load_seeds_the_cache_and_expired_entries_go_by_the_callers_clock() -> None:
+    cache = ReplayCache()
+    cache.load([(nonce(1), NOW + 10), (nonce(2), NOW + 100), (nonce(2), NOW + 50)])  # the later expiry wins
+    assert reason(lambda: cache.check_and_add(nonce(2), NOW + 60, NOW + 60)) == "replayed"
+    cache.check_and_add(nonce(1), NOW + 60, NOW + 20)  # expired by then: accepted again
+    assert sorted(cache.entries(NOW + 20)) == [(nonce(1), NOW + 60), (nonce(2), NOW + 100)]
+    assert cache.entries(NOW + 101) == []
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "a\nb", "x" * 129, "é" * 4])
+def test_nonces_that_would_break_the_record_format_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        ReplayCache().check_and_add(bad, NOW + 60, NOW)
+    with pytest.raises(ValueError):
+        ReplayCache().check_and_add_many([(nonce(1), NOW + 60), (bad, NOW + 60)], NOW)
+
+
+def test_expiry_must_be_finite() -> None:
+    with pytest.raises(ValueError):
+        ReplayCache().check_and_add(nonce(1), float("nan"), NOW)
