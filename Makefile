@@ -69,7 +69,7 @@ units: pylint-src pytest plugin-units
 # collection's own content; see docs/testing.md).
 pylint-src: venv
 	@echo "== ruff + mypy (src/vantage)"
-	@$(VENV)/bin/ruff check $(wildcard src tests/conftest.py tests/unit/vantage tests/integration benchmarks)
+	@$(VENV)/bin/ruff check $(wildcard src tests/conftest.py tests/support tests/unit/vantage tests/integration benchmarks)
 	@$(VENV)/bin/mypy
 	@shellcheck images/build.sh .ci/run
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
+from support.waiting import eventually
 
-from vantage.control_plane.testing import eventually
 from vantage.protocol import generate_key, key_id, make_instruction, public_key_b64, write_private_key
 
 VANTAGE = Path(sys.executable).with_name("vantage")

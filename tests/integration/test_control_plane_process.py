@@ -10,14 +10,14 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import trustme
+from support.agents import Api, FakeAgent, Identity
+from support.pki import make_pki
+from support.waiting import eventually
 
-from vantage.control_plane.testing import Api, FakeAgent, Identity, eventually
 from vantage.protocol import TrustStore, key_id, load_private_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,18 +27,9 @@ READY = re.compile(r"vantage control-plane listening on (https?://127\.0\.0\.1:(
 
 
 @pytest.fixture
-def tls(tmp_path: Path) -> Iterator[tuple[Path, Path, ssl.SSLContext]]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    chain, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_pem.write_to_path(str(key))
-    cert.cert_chain_pems[0].write_to_path(str(chain))
-    for extra in cert.cert_chain_pems[1:]:
-        with chain.open("ab") as handle:
-            handle.write(extra.bytes())
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    yield chain, key, client
+def tls(tmp_path: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    pki = make_pki(tmp_path / "pki")
+    return pki.cert, pki.key, pki.client
 
 
 class Served:

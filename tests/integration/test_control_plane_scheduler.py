@@ -11,17 +11,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-
-from vantage.control_plane.testing import (
+from support.agents import (
     Api,
     FakeAgent,
     Identity,
     RunningServer,
-    eventually,
     first_instruction,
     make_settings,
     start_server,
 )
+from support.waiting import eventually
+
 from vantage.protocol import TrustStore
 
 TCP = {"type": "tcp", "target": "127.0.0.1:9"}

@@ -9,17 +9,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-
-from vantage.control_plane.testing import (
+from support.agents import (
     Api,
     FakeAgent,
     HandshakeRefused,
     Identity,
     RunningServer,
-    eventually,
     make_settings,
     start_server,
 )
+from support.waiting import eventually
+
 from vantage.protocol import TrustStore, generate_key
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.agents import ADMIN_TOKEN, Api, RunningServer, make_settings, start_server
 
-from vantage.control_plane.testing import ADMIN_TOKEN, Api, RunningServer, make_settings, start_server
 from vantage.protocol import (
     RELEASE_TYPE,
     TrustStore,

@@ -15,17 +15,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.agents import ADMIN_TOKEN, Api, FakeAgent, Identity, RunningServer, make_settings, start_server
+from support.waiting import eventually
 
-from vantage.control_plane.testing import (
-    ADMIN_TOKEN,
-    Api,
-    FakeAgent,
-    Identity,
-    RunningServer,
-    eventually,
-    make_settings,
-    start_server,
-)
 from vantage.control_plane.ui import COOKIE_NAME, CSP, MAX_LOGIN_FAILURES, fmt_age, fmt_bytes, short_digest
 
 EVIL = '<script>alert("x")</script>'

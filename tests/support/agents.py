@@ -1,8 +1,7 @@
-"""Test helpers: an in-process control plane and a scripted agent built from :mod:`vantage.protocol`.
+"""An in-process control plane and scripted agents built from :mod:`vantage.protocol`.
 
-Used by the control plane's own tests; usable by anyone who needs a real control plane or a
-well-behaved (or deliberately misbehaving) agent on 127.0.0.1. Nothing here is imported by the
-server itself.
+Used by the control plane's tests and benchmarks; usable by anyone who needs a real control
+plane or a well-behaved (or deliberately misbehaving) agent on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -304,20 +303,6 @@ class FakeAgent:
             if self._closing_message(await self.ws.receive(timeout=remaining)):
                 break
         return self.received_close_code if self.received_close_code is not None else self.ws.close_code
-
-
-async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
-    """Poll an (async or sync) predicate until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 async def first_instruction(
