@@ -16,8 +16,8 @@ from vantage.control_plane.alerts import MONITOR_DOWN, alert_json
 from vantage.control_plane.api_checkpoints import credential_names
 from vantage.control_plane.core import ControlPlane
 from vantage.control_plane.db import Checkpoint, Dispatch, Monitor, Release, Result, now
-from vantage.control_plane.web_common import core_of, json_body, limit_param, name_param, ok, requires
-from vantage.protocol import make_release, parse_version
+from vantage.control_plane.web_common import core_of, json_body, limit_param, ok, requires
+from vantage.protocol import make_release
 
 log = logging.getLogger("vantage.control_plane.api")
 
@@ -81,7 +81,7 @@ async def list_monitors(request: web.Request) -> web.Response:
     core = core_of(request)
     query = select(Monitor).order_by(Monitor.created_at)
     if "checkpoint" in request.query:
-        query = query.where(Monitor.checkpoint == request.query["checkpoint"])
+        query = query.where(Monitor.checkpoint == v.check_name(request.query["checkpoint"], "checkpoint"))
     with core.db.session() as db:
         monitors = list(db.scalars(query).all())
     return ok({"monitors": [_monitor_json(core, m) for m in monitors]})
@@ -178,18 +178,14 @@ def _release_fields(body: dict[str, Any]) -> tuple[str, str, str]:
     if not v.IMAGE_RE.fullmatch(image):
         raise v.invalid("image", "image must be a repository reference without whitespace or digest")
     digest = v.check_rule("digest", v.req_str(body, "digest", max_len=71), "digest")
-    version = v.req_str(body, "version", max_len=64)
-    try:
-        parse_version(version)
-    except ValueError as exc:
-        raise v.invalid("version", str(exc)) from None
+    version = v.check_rule("version", v.req_str(body, "version", max_len=64), "version")
     return image, digest, version
 
 
 @requires("admin")
 async def put_release(request: web.Request) -> web.Response:
     core = core_of(request)
-    channel = name_param(request, "channel", "channel")
+    channel = v.check_rule("channel", request.match_info["channel"], "channel")
     image, digest, version = _release_fields(await json_body(request))
     try:  # the same checks the signer applies; a failure here is a 422, not a 500
         make_release(core.keys.current, channel=channel, version=version, image=image, digest=digest)
@@ -216,7 +212,7 @@ async def put_release(request: web.Request) -> web.Response:
 @requires("read")
 async def get_release(request: web.Request) -> web.Response:
     core = core_of(request)
-    channel = name_param(request, "channel", "channel")
+    channel = v.check_rule("channel", request.match_info["channel"], "channel")
     with core.db.session() as db:
         row = db.get(Release, channel)
     if row is None:

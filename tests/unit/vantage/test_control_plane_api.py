@@ -342,3 +342,34 @@ async def test_release_publish_and_signed_manifest(api: Api, server: RunningServ
 async def test_release_validation(api: Api, body: dict[str, Any], field: str) -> None:
     status, data = await api.call("PUT", "/api/v1/releases/stable", body)
     assert status == 422 and data["field"] == field
+
+
+# --- findings: names with a newline, non-finite numbers, small-order keys ---------------------------
+
+NEWLINE_CASES = [
+    ("PUT", "/api/v1/checkpoints/cp1%0A", {}, "checkpoint"),
+    ("GET", "/api/v1/checkpoints/cp1%0A", None, "checkpoint"),
+    ("PUT", "/api/v1/checkpoints/cp/instances/a%0A", {"public_key": "KEY"}, "instance"),
+    ("PUT", "/api/v1/releases/stable%0A", {"image": "x", "digest": "sha256:" + "0" * 64, "version": "1.0"},
+     "channel"),
+    ("PUT", "/api/v1/releases/stable", {"image": "x", "digest": "sha256:" + "0" * 64 + "\n", "version": "1.0"},
+     "digest"),
+    ("PUT", "/api/v1/releases/stable", {"image": "x", "digest": "sha256:" + "0" * 64, "version": "1.0\n"},
+     "version"),
+    ("POST", "/api/v1/monitors", {"name": "m", "checkpoint": "cp\n", "type": "tcp", "target": "h:1"},
+     "checkpoint"),
+    ("PUT", "/api/v1/checkpoints/cp", {"credentials": ["db\n"]}, "credentials.0"),
+]
+
+
+@pytest.mark.parametrize("case", NEWLINE_CASES, ids=[f"{c[0]} {c[1]} {c[3]}" for c in NEWLINE_CASES])
+async def test_a_trailing_newline_is_not_a_name(api: Api, case: tuple[str, str, Any, str]) -> None:
+    """Every name, channel, digest and version is checked with a full match of the contract's rule."""
+    method, path, body, field = case
+    await api.ok("PUT", "/api/v1/checkpoints/cp", {})
+    if body and body.get("public_key") == "KEY":
+        body = {"public_key": public_key_b64(generate_key())}
+    status, data = await api.call(method, path, body)
+    assert (status, data.get("field")) == (422, field), data
+    listing = await api.ok("GET", "/api/v1/checkpoints")
+    assert [c["name"] for c in listing["checkpoints"]] == ["cp"]
