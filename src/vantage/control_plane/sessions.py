@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from vantage.control_plane.db import Instance, now
 from vantage.control_plane.health import LiveView, instance_healthy
+from vantage.control_plane.validation import parse_json
 from vantage.protocol import VerificationError, make_instruction, normalize_url, verify_hello
 
 if TYPE_CHECKING:
@@ -227,9 +228,9 @@ def _decode(msg: Any) -> dict[str, Any]:
     if msg.type != WSMsgType.TEXT:
         raise SessionError("bad_frame", f"unexpected frame {msg.type.name}")
     try:
-        data = json.loads(msg.data)
+        data = parse_json(msg.data)
     except (ValueError, RecursionError):
-        raise SessionError("bad_json", "frame is not JSON") from None
+        raise SessionError("bad_json", "frame is not JSON (or has a non-finite number)") from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise SessionError("bad_message", "message must be an object with a string type")
     return data

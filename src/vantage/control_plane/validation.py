@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -10,6 +11,46 @@ from vantage import contract
 
 IMAGE_RE = re.compile(r"[^\s@]{1,512}")
 SCOPES = ("admin", "enroll", "read")
+#: integers beyond this are refused when parsing: nothing in the API needs them, and floats
+#: made from them overflow
+MAX_JSON_INT = 2**63
+
+
+class NonFiniteNumber(ValueError):
+    """A JSON number that is NaN, infinite, or too large to be one (``1e999``)."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFiniteNumber(f"{text[:40]} is not a finite number")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if abs(value) >= MAX_JSON_INT:
+        raise NonFiniteNumber(f"{text[:40]}... is too large a number")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NonFiniteNumber(f"{name} is not a finite number (JSON has no NaN or Infinity)")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Strict JSON: what :func:`json.loads` accepts minus ``NaN``, ``Infinity`` and overflowing numbers.
+
+    Everything the control plane reads from a client (request bodies, agent messages) goes through
+    here, so that no non-finite number is ever stored and later served as invalid JSON.
+    :class:`ValueError` (:class:`NonFiniteNumber` for the numbers) when the text is not acceptable.
+    """
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
+
+
+def dump_json(data: Any) -> str:
+    """Standard JSON (never ``NaN``/``Infinity``: :class:`ValueError` instead)."""
+    return json.dumps(data, allow_nan=False, separators=(",", ":"))
 
 
 class ApiError(Exception):
@@ -42,7 +83,7 @@ def check_rule(rule: str, value: Any, field: str) -> str:
 
 
 def check_name(value: Any, field: str) -> str:
-    """A checkpoint, instance or channel name (the contract's ``name`` rule)."""
+    """A checkpoint or instance name (the contract's ``name`` rule)."""
     return check_rule("name", value, field)
 
 

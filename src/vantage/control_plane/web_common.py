@@ -7,7 +7,6 @@ Handlers without a declared permission are public (status, signing keys, metrics
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,7 +36,7 @@ def requires(permission: str) -> Callable[[Handler], Handler]:
 
 
 def ok(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
+    return web.json_response(data, status=status, dumps=v.dump_json)
 
 
 def core_of(request: web.Request) -> ControlPlane:
@@ -88,7 +87,9 @@ async def json_body(request: web.Request, *, empty_ok: bool = False) -> dict[str
     if empty_ok and not request.can_read_body:
         return {}
     try:
-        data = await request.json(loads=json.loads)
+        data = v.parse_json(await request.read())
+    except v.NonFiniteNumber as exc:
+        raise v.invalid("body", f"the request body is not valid JSON: {exc}") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise v.invalid("body", "the request body is not valid JSON") from None
     return v.check_object(data)

@@ -373,3 +373,29 @@ async def test_a_trailing_newline_is_not_a_name(api: Api, case: tuple[str, str, 
     assert (status, data.get("field")) == (422, field), data
     listing = await api.ok("GET", "/api/v1/checkpoints")
     assert [c["name"] for c in listing["checkpoints"]] == ["cp"]
+
+
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"]
+
+
+@pytest.mark.parametrize("literal", NON_FINITE)
+async def test_non_finite_numbers_are_refused_in_every_body(api: Api, literal: str) -> None:
+    """JSON has no NaN or Infinity: a body with one (or a number that overflows to it) is a 422."""
+    await api.ok("PUT", "/api/v1/checkpoints/cp", {})
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    bodies = [
+        ("POST", "/api/v1/monitors",
+         '{"name": "m", "checkpoint": "cp", "type": "http", "target": "https://h/", "expect_status": [%s]}'),
+        ("POST", "/api/v1/monitors", '{"name": "m", "checkpoint": "cp", "type": "tcp", "target": "h:1", '
+                                     '"timeout_s": %s}'),
+        ("PUT", "/api/v1/checkpoints/cp", '{"labels": {"x": %s}}'),
+        ("POST", "/api/v1/signing-keys/rotate", '{"grace_s": %s}'),
+    ]
+    for method, path, template in bodies:
+        async with api.http.request(method, api.base + path, data=(template % literal).encode(),
+                                    headers=headers) as response:
+            data = await response.json()
+            assert (response.status, data.get("field")) == (422, "body"), (path, data)
+            assert "not a finite number" in data["error"] or "finite" in data["error"]
+    listing = await api.ok("GET", "/api/v1/monitors")
+    assert listing == {"monitors": []}
