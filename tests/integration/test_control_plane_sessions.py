@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from support.agents import (
 )
 from support.waiting import eventually
 
-from vantage.protocol import TrustStore, generate_key
+from vantage.protocol import HELLO_TYPE, TrustStore, generate_key, key_id
 
 
 @pytest.fixture
@@ -130,6 +133,36 @@ async def test_key_of_another_instance_is_refused(server: RunningServer, http: a
     with pytest.raises(HandshakeRefused) as info:
         await impostor.connect()
     assert info.value.reason == "wrong_instance"
+
+
+async def test_a_small_order_key_never_opens_a_session(
+    tmp_path: Path, server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """32 zero bytes are refused at enrollment; planted in the database anyway, no forged hello passes.
+
+    With that key, a hello signed R = identity, S = 0 verifies for about one message in four;
+    sixteen different hellos are tried.
+    """
+    api = Api(http, server.url)
+    zero = base64.b64encode(bytes(32)).decode()
+    await api.ok("PUT", "/api/v1/checkpoints/site1", {})
+    status, data = await api.call("PUT", "/api/v1/checkpoints/site1/instances/a", {"public_key": zero})
+    assert (status, data["field"]) == (422, "public_key") and "small order" in data["error"]
+    await enroll(api, Identity("site1", "a"))
+    with sqlite3.connect(tmp_path / "cp.db") as db:  # as if enrolled before keys were checked
+        db.execute("UPDATE instances SET public_key = ?, keyid = ? WHERE name = 'a'", (zero, key_id(bytes(32))))
+    forged_sig = base64.b64encode((1).to_bytes(32, "little") + bytes(32)).decode()
+    for offset in range(16):
+        async with http.ws_connect(server.ws_url, heartbeat=None) as ws:
+            challenge = json.loads((await ws.receive(timeout=5)).data)["challenge"]
+            payload = json.dumps({"v": 1, "challenge": challenge, "checkpoint": "site1", "instance": "a",
+                                  "control_plane": server.url, "iat": int(time.time()) - offset}).encode()
+            envelope = {"payloadType": HELLO_TYPE, "payload": base64.b64encode(payload).decode(),
+                        "signatures": [{"keyid": key_id(bytes(32)), "sig": forged_sig}]}
+            await ws.send_str(json.dumps({"type": "hello", "envelope": envelope}))
+            answer = json.loads((await ws.receive(timeout=5)).data)
+            assert answer["type"] == "error", answer
+    assert server.core.registry.get("site1", "a") is None
 
 
 HOSTILE = ["bad_json", "binary", "huge", "wrong_first", "flood", "not_object", "bad_result"]

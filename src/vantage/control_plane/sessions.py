@@ -352,6 +352,10 @@ def _verify_hello(core: ControlPlane, envelope: dict[str, Any], challenge: str, 
         except VerificationError as exc:
             error = exc
             continue
+        except ValueError as exc:  # a key stored before such keys were refused (small order…)
+            log.error("the enrolled key of %s/%s is unusable: %s", inst.checkpoint, inst.name, exc)
+            error = VerificationError("unknown_key", "the enrolled key is unusable")
+            continue
         return inst
     assert error is not None
     raise SessionError(error.reason, error.message)

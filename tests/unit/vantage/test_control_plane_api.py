@@ -399,3 +399,31 @@ async def test_non_finite_numbers_are_refused_in_every_body(api: Api, literal: s
             assert "not a finite number" in data["error"] or "finite" in data["error"]
     listing = await api.ok("GET", "/api/v1/monitors")
     assert listing == {"monitors": []}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+P = 2**255 - 19
+#: the identity, a point of order 2, points of order 4 and 8 (canonical encodings), and
+#: non-canonical encodings (y >= p, or x = 0 with the sign bit set)
+SMALL_ORDER_OR_NON_CANONICAL = {
+    "zero (order 4)": bytes(32),
+    "identity": (1).to_bytes(32, "little"),
+    "order 2": (P - 1).to_bytes(32, "little"),
+    "order 8": bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    "order 8 (2)": bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    "y = p (non-canonical zero)": P.to_bytes(32, "little"),
+    "y = p + 1 (non-canonical identity)": (P + 1).to_bytes(32, "little"),
+    "identity with the sign bit": (1 | 1 << 255).to_bytes(32, "little"),
+}
+
+
+@pytest.mark.parametrize("raw", list(SMALL_ORDER_OR_NON_CANONICAL.values()), ids=list(SMALL_ORDER_OR_NON_CANONICAL))
+async def test_small_order_and_non_canonical_keys_are_refused_at_enrollment(api: Api, raw: bytes) -> None:
+    await api.ok("PUT", "/api/v1/checkpoints/cp", {})
+    status, data = await api.call("PUT", "/api/v1/checkpoints/cp/instances/a", {"public_key": _b64(raw)})
+    assert (status, data.get("field")) == (422, "public_key"), data
+    status, _ = await api.call("GET", "/api/v1/checkpoints/cp")
+    assert (await api.ok("GET", "/api/v1/checkpoints/cp"))["instances"] == []
