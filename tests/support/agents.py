@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from vantage.control_plane.app import create_app
+from vantage.control_plane.app import create_app, make_runner
 from vantage.control_plane.config import Settings
 from vantage.control_plane.core import CORE_KEY, ControlPlane
 from vantage.protocol import TrustStore, generate_key, make_hello, public_key_b64, verify
@@ -61,7 +61,7 @@ class RunningServer:
 
 async def start_server(settings: Settings, port: int = 0) -> RunningServer:
     """Start ``create_app(settings)`` on 127.0.0.1 (``port`` 0: any free port)."""
-    runner = web.AppRunner(create_app(settings), handle_signals=False, shutdown_timeout=2.0)
+    runner = make_runner(create_app(settings), shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()

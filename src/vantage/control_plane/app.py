@@ -7,6 +7,7 @@ from aiohttp import web
 from vantage.control_plane.api import add_routes
 from vantage.control_plane.config import Settings
 from vantage.control_plane.core import CORE_KEY, ControlPlane
+from vantage.control_plane.logs import AccessLogger
 from vantage.control_plane.sessions import agent_connect
 from vantage.control_plane.ui import add_ui_routes
 from vantage.control_plane.web_common import auth_middleware, error_middleware
@@ -37,3 +38,8 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(shutdown)
     app.on_cleanup.append(cleanup)
     return app
+
+
+def make_runner(app: web.Application, shutdown_timeout: float = 5.0) -> web.AppRunner:
+    """The runner for ``app``, with the access log that names routes only (:mod:`.logs`)."""
+    return web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log_class=AccessLogger)

@@ -22,14 +22,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from vantage.control_plane.app import create_app
+from vantage.control_plane.app import create_app, make_runner
 from vantage.control_plane.auth import read_token_file
 from vantage.control_plane.config import Settings
+from vantage.control_plane.logs import install_redaction
 from vantage.protocol import normalize_url
 
 log = logging.getLogger("vantage.control_plane")
 
 PROG = "vantage control-plane serve"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DEFAULT_LISTEN = "0.0.0.0:8443"
 
 
@@ -174,7 +176,7 @@ def _display_host(host: str) -> str:
 async def serve(options: ServeOptions) -> int:
     """Run until SIGTERM/SIGINT; 0 after a graceful stop."""
     app = create_app(options.settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    runner = make_runner(app)
     try:
         await runner.setup()  # runs the start-up: schema, signing key, bootstrap token
     except Exception as exc:
@@ -227,9 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 2
-    logging.basicConfig(
-        level=options.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=options.log_level, stream=sys.stderr, format=LOG_FORMAT)
+    install_redaction([options.settings.admin_token or ""], LOG_FORMAT)
     try:
         return asyncio.run(serve(options))
     except KeyboardInterrupt:  # pragma: no cover - the signal handler normally wins

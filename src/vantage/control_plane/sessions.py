@@ -302,7 +302,7 @@ async def _handshake(
         raise SessionError("closed_before_hello")
     data = _decode(msg)
     if data["type"] != "hello" or not isinstance(data.get("envelope"), dict):
-        raise SessionError("expected_hello", f"first message was {data['type'][:32]!r}")
+        raise SessionError("expected_hello", "the first message was not a hello")
     envelope = data["envelope"]
     url = public_url(core, request)
     inst = _verify_hello(core, envelope, challenge, url)
