@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -227,6 +228,73 @@ async def test_no_hello_in_time_is_disconnected(tmp_path: Path, http: aiohttp.Cl
         assert error == {"type": "error", "error": "hello_timeout"}
         await ws.receive(timeout=2)
         assert ws.closed or ws.close_code is not None
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize("heartbeat", [30.0, 0.25])
+async def test_pings_do_not_hold_the_hello_deadline_open(
+    tmp_path: Path, http: aiohttp.ClientSession, heartbeat: float
+) -> None:
+    """The hello deadline counts from the challenge: pings (or the server's own heartbeat pongs) never reset it."""
+    server = await start_server(make_settings(tmp_path, hello_timeout=1.0, heartbeat_interval=heartbeat))
+    try:
+        clients = [await http.ws_connect(server.ws_url, heartbeat=None, autoping=True) for _ in range(5)]
+        for ws in clients:
+            assert json.loads((await ws.receive(timeout=2)).data)["type"] == "challenge"
+        started = time.monotonic()
+
+        async def chatter(ws: aiohttp.ClientWebSocketResponse) -> float:
+            while not ws.closed:
+                await ws.ping()
+                try:
+                    msg = await ws.receive(timeout=0.2)
+                except TimeoutError:
+                    continue
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    break
+            return time.monotonic() - started
+
+        elapsed = await asyncio.wait_for(asyncio.gather(*(chatter(ws) for ws in clients)), timeout=8)
+        assert max(elapsed) < 3.0, elapsed
+    finally:
+        await server.stop()
+
+
+async def test_unauthenticated_connections_are_capped(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """Beyond the caps a websocket upgrade is answered 503 before any challenge; an agent still gets in."""
+    settings = make_settings(tmp_path, hello_timeout=5.0, max_unauthenticated=6, max_unauthenticated_per_address=4)
+    server = await start_server(settings)
+    try:
+        api = Api(http, server.url)
+        a = Identity("site1", "a")
+        await enroll(api, a)
+        idle = [await http.ws_connect(server.ws_url, heartbeat=None) for _ in range(4)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(server.ws_url, heartbeat=None)
+        assert refused.value.status == 503
+        # another address (127.0.0.2 is loopback too) still has room, up to the total cap
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=other) as http2:
+            more = [await http2.ws_connect(server.ws_url, heartbeat=None) for _ in range(2)]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as full:
+                await http2.ws_connect(server.ws_url, heartbeat=None)
+            assert full.value.status == 503
+            for ws in more:
+                await ws.close()
+        for ws in idle:
+            await ws.close()
+
+        async def agent_gets_in() -> bool:
+            fa = agent(http, server, a)
+            try:
+                await fa.connect()  # the slots are free again once the idle sockets are gone
+            except aiohttp.WSServerHandshakeError:
+                return False
+            await fa.close()
+            return True
+
+        await eventually(agent_gets_in)
     finally:
         await server.stop()
 

@@ -35,8 +35,12 @@ class Settings:
     rotation_grace: float = 86400.0
     #: largest websocket message accepted (bytes)
     max_msg_size: int = 1024 * 1024
-    #: seconds a client has to send its hello after the challenge
+    #: seconds from the websocket upgrade until the hello must have been verified (a deadline:
+    #: pings and pongs do not extend it)
     hello_timeout: float = 10.0
+    #: connections that have not authenticated yet, at most: in total, and from one address
+    max_unauthenticated: int = 1024
+    max_unauthenticated_per_address: int = 64
     #: per-session message budget: sustained rate (messages/s) and burst. Far above what an agent
     #: needs (≥ 200 results/s, each acknowledged, plus heartbeats), it still bounds what one
     #: buggy or compromised agent can cost: every result is a database transaction on the loop.

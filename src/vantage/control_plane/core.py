@@ -20,6 +20,7 @@ from vantage.control_plane.scheduler import Scheduler
 from vantage.control_plane.sessions import (
     CLOSE_REPLACED,
     CLOSE_SHUTDOWN,
+    HandshakeSlots,
     LiveSession,
     Registry,
     closing_task,
@@ -40,6 +41,7 @@ class ControlPlane:
         self.tokens = TokenStore(self.db)
         self.keys = SigningKeys(settings.signing_key_path, self.db)
         self.registry = Registry(started_at=now())
+        self.handshakes = HandshakeSlots(settings.max_unauthenticated, settings.max_unauthenticated_per_address)
         self.scheduler = Scheduler(self)
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()

@@ -246,29 +246,71 @@ def public_url(core: ControlPlane, request: web.Request) -> str:
     return normalize_url(f"{request.scheme}://{request.host}")
 
 
+class HandshakeSlots:
+    """Counts connections that have not authenticated yet, in total and per client address.
+
+    A connection holds a slot from the upgrade until its hello is verified or it is closed, so
+    ``total`` and ``per_address`` bound what unauthenticated clients can hold open at once (each
+    for at most the hello deadline).
+    """
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.limit, self.per_address_limit = total, per_address
+        self.total = 0
+        self.by_address: dict[str, int] = {}
+
+    def acquire(self, address: str) -> bool:
+        held = self.by_address.get(address, 0)
+        if self.total >= self.limit or held >= self.per_address_limit:
+            return False
+        self.total += 1
+        self.by_address[address] = held + 1
+        return True
+
+    def release(self, address: str) -> None:
+        self.total -= 1
+        held = self.by_address.pop(address) - 1
+        if held:
+            self.by_address[address] = held
+
+
 async def agent_connect(request: web.Request) -> web.StreamResponse:
     """``GET /api/v1/agent/connect``: one agent session."""
     from vantage.control_plane.core import CORE_KEY
 
     core = request.app[CORE_KEY]
     settings = core.settings
+    peer = request.remote or "?"
+    slots = core.handshakes
+    if not slots.acquire(peer):
+        core.metrics.ws_rejections.labels(reason="too_many_handshakes").inc()
+        log.warning("refusing a websocket from %s: too many unauthenticated connections", peer)
+        return web.json_response(
+            {"error": "too many unauthenticated connections; retry later"}, status=503, headers={"Retry-After": "5"}
+        )
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_interval,
         max_msg_size=settings.max_msg_size,
         autoping=True,
     )
-    await ws.prepare(request)
-    peer = request.remote or "?"
     session: LiveSession | None = None
     try:
-        session = await _handshake(core, request, ws, peer)
+        try:
+            # one deadline for the whole handshake: pings, pongs or slow frames never extend it
+            async with asyncio.timeout(settings.hello_timeout):
+                await ws.prepare(request)
+                session = await _handshake(core, request, ws, peer)
+        except TimeoutError:
+            raise SessionError("hello_timeout", f"no hello within {settings.hello_timeout:g} s") from None
+        finally:
+            slots.release(peer)
         await core.session_opened(session)
         await _serve(core, session)
     except SessionError as exc:
         name = session.name if session else "unauthenticated client"
         log.warning("closing session of %s from %s: %s %s", name, peer, exc.reason, exc.detail)
         core.metrics.ws_rejections.labels(reason=exc.reason).inc()
-        if not ws.closed:
+        if ws.prepared and not ws.closed:
             try:
                 await ws.send_str(json.dumps({"type": "error", "error": exc.reason}))
             except Exception as send_exc:  # noqa: BLE001 - best effort before closing
@@ -279,7 +321,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
         raise
     except Exception:
         log.exception("session from %s failed", peer)
-        if not ws.closed:
+        if ws.prepared and not ws.closed:
             await ws.close(code=int(WSCloseCode.INTERNAL_ERROR), message=b"internal error")
     finally:
         if session is not None:
@@ -292,10 +334,7 @@ async def _handshake(
 ) -> LiveSession:
     challenge = secrets.token_hex(32)
     await ws.send_str(json.dumps({"type": "challenge", "challenge": challenge, "server_time": int(now())}))
-    try:
-        msg = await ws.receive(timeout=core.settings.hello_timeout)
-    except TimeoutError:
-        raise SessionError("hello_timeout", "no hello in time") from None
+    msg = await ws.receive()
     if msg.type == WSMsgType.ERROR:
         raise SessionError("bad_frame", str(ws.exception() or "receive error"))
     if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
