@@ -208,6 +208,43 @@ async def test_result_for_unknown_check_is_acked_not_stored(server: RunningServe
     await site.close()
 
 
+async def test_a_forged_result_id_cannot_stop_scheduling(server: RunningServer, http: aiohttp.ClientSession) -> None:
+    """A result whose id is not its check's (here: the id the timeout of another check would get) is refused.
+
+    Before, it was stored for check Z under ``<Y>:timeout``; at Y's deadline the timeout's own
+    row then collided with it, and every scheduler tick failed from then on, for every checkpoint.
+    """
+    site = await Site(server, http).up("a")
+    other = await Site(server, http, cp="site2").up("b")
+    m_y = await site.monitor(name="y", timeout_s=0.2)
+    agent, y = await site.next()
+    m_z = await site.monitor(name="z", timeout_s=30)
+    _agent, z = await site.next()
+    assert (y["body"]["monitor_id"], z["body"]["monitor_id"]) == (m_y["id"], m_z["id"])
+    y_check, z_check = y["body"]["check_id"], z["body"]["check_id"]
+    forged = {"id": f"{y_check}:timeout", "check_id": z_check, "monitor_id": m_z["id"], "attempt": 1, "ok": True}
+    await agent.send({"type": "result", "result": forged})
+    # Y is never answered: its deadline passes, and the scheduler goes on (attempt 2 on the only instance)
+    _agent, y2 = await site.next(timeout=6)
+    assert (y2["body"]["monitor_id"], y2["body"]["attempt"]) == (m_y["id"], 2)
+    # ... for the other checkpoint too
+    m_o = await other.monitor(name="o")
+    _b, o = await other.next()
+    assert o["body"]["monitor_id"] == m_o["id"]
+    # the forged result was stored nowhere; Y's timeout was
+    assert await site.results(m_z["id"]) == []
+    assert [(r["id"], r["ok"]) for r in await site.results(m_y["id"])] == [(f"{y_check}:timeout", False)]
+    # and Z still takes its real result
+    await agent.result(z, ok=True)
+    await eventually(lambda: _has_results(site, m_z["id"]))
+    await site.close()
+    await other.close()
+
+
+async def _has_results(site: Site, monitor_id: str) -> bool:
+    return bool(await site.results(monitor_id))
+
+
 async def test_data_protection_enforced_again_on_receipt(server: RunningServer, http: aiohttp.ClientSession) -> None:
     site = await Site(server, http).up("a")
     agent = site.agents["a"]

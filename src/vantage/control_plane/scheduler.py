@@ -190,12 +190,22 @@ class Scheduler:
             await asyncio.sleep(self.core.settings.scheduler_tick)
 
     async def tick(self) -> None:
-        """One pass: stale sessions, overdue dispatches, availability, due monitors."""
+        """One pass: stale sessions, overdue dispatches, availability, due monitors.
+
+        Each step, and inside each step each dispatch, monitor and checkpoint, fails on its own:
+        an error is logged and the rest goes on, so no single row can stop scheduling.
+        """
         t = now()
-        self.expire_stale_sessions(t)
-        await self.expire_dispatches(t)
-        self.check_availability(t)
-        await self.dispatch_due(t)
+        for step in (self.expire_stale_sessions, self.expire_dispatches, self.check_availability,
+                     self.dispatch_due):
+            try:
+                result = step(t)
+                if asyncio.iscoroutine(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler step %s failed", step.__name__)
         if t - self._pruned_at >= PRUNE_EVERY_S:
             self.prune(t)
 
@@ -228,11 +238,14 @@ class Scheduler:
                 continue
             since = max(self.core.registry.none_connected_since(cp.name), cp.created_at)
             if t - since >= grace:
-                self.core.alerts.open(
-                    CHECKPOINT_UNAVAILABLE,
-                    cp.name,
-                    f"no instance of checkpoint {cp.name} has been connected for {round(t - since)} s",
-                )
+                try:
+                    self.core.alerts.open(
+                        CHECKPOINT_UNAVAILABLE,
+                        cp.name,
+                        f"no instance of checkpoint {cp.name} has been connected for {round(t - since)} s",
+                    )
+                except Exception:
+                    log.exception("opening checkpoint_unavailable for %s failed", cp.name)
 
     # -- dispatching ------------------------------------------------------------------------------
 
@@ -255,7 +268,10 @@ class Scheduler:
             target = choose(sessions, avoid=monitor.last_instance)
             if target is None:
                 continue  # stays due; the checkpoint's state and alert tell why
-            await self.dispatch(monitor, target, attempt=1)
+            try:
+                await self.dispatch(monitor, target, attempt=1)
+            except Exception:
+                log.exception("dispatching monitor %s failed", monitor.id)
 
     async def dispatch(self, monitor: Monitor, session: LiveSession, *, attempt: int, moves: int = 0) -> str:
         """Record and send one ``run_check``; returns its check id.
@@ -357,7 +373,16 @@ class Scheduler:
             )
         for check_id in overdue:
             self.core.metrics.check_timeouts.inc()
-            await self.fail_dispatch(check_id, "no result in time")
+            try:
+                await self.fail_dispatch(check_id, "no result in time")
+            except Exception:
+                log.exception("timing out check %s failed; it is set aside", check_id)
+                self._set_aside(check_id)
+
+    def _set_aside(self, check_id: str) -> None:
+        """Mark a dispatch that cannot be processed as ``error`` so that it is not retried every tick."""
+        with self.core.db.session() as db:
+            db.execute(update(Dispatch).where(Dispatch.check_id == check_id).values(status="error"))
 
     async def fail_dispatch(self, check_id: str, error: str) -> None:
         """Count a pending dispatch as an error result (stored with id ``<check_id>:timeout``)."""
@@ -401,6 +426,14 @@ class Scheduler:
         """Store a result once (dedupe by id), ack it after the commit, then retry or alert."""
         incoming = parse_result(message)
         core = self.core
+        if incoming.id != incoming.check_id:
+            # a result is its check's: its id is the check id the control plane chose. Anything
+            # else could collide with ids the control plane writes itself (``<check>:timeout``).
+            log.warning("%s sent result %r for check %r: the id must be the check id; refused",
+                        session.name, incoming.id[:64], incoming.check_id[:64])
+            core.metrics.refused_results.labels(reason="id_is_not_the_check_id").inc()
+            await session.send({"type": "ack", "id": incoming.id})
+            return
         follow_up: tuple[str, int] | None = None
         with core.db.session() as db:
             if db.get(Result, incoming.id) is not None:
@@ -416,10 +449,11 @@ class Scheduler:
                     or d.status == "cancelled"
                 ):
                     log.warning(
-                        "%s sent result %s for an unknown or cancelled check; discarded",
+                        "%s sent result %s for a check not dispatched to it, or cancelled; refused",
                         session.name,
                         incoming.id[:64],
                     )
+                    core.metrics.refused_results.labels(reason="not_dispatched_to_this_instance").inc()
                 else:
                     incoming, changed = protect(incoming, self._data_protection(session))
                     if changed:
