@@ -77,9 +77,10 @@ async def test_handshake_welcome_and_health(server: RunningServer, http: aiohttp
 
 
 async def _healthy(api: Api, cp: str) -> dict[str, Any] | None:
+    """The health answer once healthy and the heartbeats are stored (at the next tick)."""
     status, data = await api.call("GET", f"/api/v1/checkpoints/{cp}/health")
     assert status == 200
-    return data if data["healthy"] else None
+    return data if data["healthy"] and all(i["version"] for i in data["instances"]) else None
 
 
 async def test_unhealthy_heartbeat_is_maintenance(server: RunningServer, http: aiohttp.ClientSession) -> None:

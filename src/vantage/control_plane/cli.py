@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="messages per second one agent session may send, sustained; the burst is twice "
                         "as many, beyond it the session is closed as a flood "
                         "(VANTAGE_SESSION_MESSAGE_RATE; default 1000)")
+    p.add_argument("--replica-timeout", default=e("VANTAGE_REPLICA_TIMEOUT") or "10",
+                   help="seconds after which a replica that stopped refreshing its row counts as dead and "
+                        "another takes its instances over (VANTAGE_REPLICA_TIMEOUT; default 10)")
     p.add_argument("--hello-timeout", default=e("VANTAGE_HELLO_TIMEOUT") or "10",
                    help="seconds a new websocket has to complete its hello, pings or not "
                         "(VANTAGE_HELLO_TIMEOUT; default 10)")
@@ -183,6 +186,7 @@ def parse_options(argv: Sequence[str]) -> ServeOptions:
         message_rate=message_rate,
         message_burst=2 * message_rate,
         hello_timeout=_number(args.hello_timeout, "--hello-timeout", 0.5),
+        replica_timeout=_number(args.replica_timeout, "--replica-timeout", 1),
         max_unauthenticated=_count(args.max_unauthenticated, "--max-unauthenticated"),
         max_unauthenticated_per_address=_count(
             args.max_unauthenticated_per_address, "--max-unauthenticated-per-address"

@@ -48,3 +48,6 @@ class Settings:
     message_burst: float = 2000.0
     #: monitors dispatched per scheduler tick at most
     dispatch_batch: int = 500
+    #: a replica whose row was not refreshed for this long is dead: its instances count as
+    #: disconnected and another replica takes over their checks
+    replica_timeout: float = 10.0
