@@ -18,6 +18,7 @@ from what the agents received:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 from collections.abc import Iterator
@@ -133,7 +134,7 @@ async def test_two_replicas_share_one_fleet_and_survive_a_kill(tmp_path: Path, p
         for monitor_id, due_at in rows:
             by_monitor.setdefault(monitor_id, []).append(due_at)
         assert set(monitors) <= set(by_monitor)
-        gaps = [later - earlier for times in by_monitor.values() for earlier, later in zip(times, times[1:])]
+        gaps = [later - earlier for times in by_monitor.values() for earlier, later in itertools.pairwise(times)]
         assert gaps and min(gaps) >= INTERVAL - 1e-6, sorted(gaps)[:5]
         assert sum(len(times) for times in by_monitor.values()) >= 12 * 8  # both replicas kept dispatching
         alerts = _rows(pg, "SELECT kind, subject FROM alerts")
