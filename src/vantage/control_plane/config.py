@@ -19,7 +19,7 @@ class Settings:
     admin_token: str | None = None
     public_url: str | None = None
     heartbeat_interval: float = 15.0
-    #: heartbeats an instance may miss before it is stale (DESIGN §5: 3)
+    #: heartbeats an instance may miss before it is stale (docs/architecture.md: 3)
     stale_heartbeats: int = 3
     unavailable_grace: float = 120.0
     webhook_url: str | None = None
@@ -43,7 +43,7 @@ class Settings:
     max_unauthenticated_per_address: int = 64
     #: per-session message budget: sustained rate (messages/s) and burst. Far above what an agent
     #: needs (≥ 200 results/s, each acknowledged, plus heartbeats), it still bounds what one
-    #: buggy or compromised agent can cost: every result is a database transaction on the loop.
+    #: buggy or compromised agent can cost: every result is a database transaction.
     message_rate: float = 1000.0
     message_burst: float = 2000.0
     #: monitors dispatched per scheduler tick at most

@@ -1,6 +1,6 @@
 """Checkpoint state and health, computed from the stored instances (whichever replica holds them).
 
-States (DESIGN §5): ``disabled`` (by an admin, with a reason) / ``active`` (at least one healthy
+States (docs/architecture.md): ``disabled`` (by an admin, with a reason) / ``active`` (at least one healthy
 connected instance) / ``maintenance`` (instances connected, none healthy) / ``unavailable``
 (none connected). The answer's ``healthy`` is stricter than ``active``: every enrolled instance
 must be connected and healthy, so that a deployment check notices a lost redundancy.
