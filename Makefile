@@ -17,7 +17,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 MOLECULE_SCENARIOS ?= $(sort $(notdir $(wildcard molecule/*)))
 
-.PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy bench \
+.PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy bench bench-cp \
         sanity lint units pylint-src pytest plugin-units molecule clean
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "make molecule MOLECULE_SCENARIOS=docker_host - run chosen Molecule scenarios"
 	@echo "make sandbox-destroy - remove the sandbox hosts"
 	@echo "make bench       - print the agent benchmark figures"
+	@echo "make bench-cp    - print the control plane load figures (1,000 and 5,000 sessions)"
 
 setup: prereqs venv engine images app-images collection-link
 
@@ -110,6 +111,11 @@ quickstart: setup
 # Prints the agent's idle RSS, checks/s, dispatch-to-result latency and failover time (not a test).
 bench: venv
 	@$(VENV)/bin/python benchmarks/bench_agent.py
+
+# Sessions held, memory per session and dispatch-to-result latency of one control plane on one
+# core, with SQLite and with PostgreSQL (not a test; several minutes).
+bench-cp: venv
+	@$(VENV)/bin/python benchmarks/bench_control_plane.py
 
 sandbox-destroy:
 	@docker ps -aq --filter label=io.vantage.sandbox=true | xargs -r docker rm -f >/dev/null

@@ -45,6 +45,8 @@ from vantage.control_plane.store import Store, rowcount
 log = logging.getLogger("vantage.control_plane")
 
 PRUNE_EVERY_S = 300.0
+#: due monitors claimed per transaction
+CLAIM_CHUNK = 50
 
 
 @dataclass(frozen=True)
@@ -333,7 +335,19 @@ class ControlPlane:
         await self.apply(await self.store.run(sched.availability, self.context(), self.settings.unavailable_grace))
 
     async def _dispatch_due(self) -> None:
-        await self.apply(await self.store.run(sched.claim_due, self.context(), self.settings.dispatch_batch))
+        """Claim due monitors in small transactions, sending each chunk before claiming the next.
+
+        Short transactions keep row locks brief and let the first checks leave while later
+        ones are still being signed; at most ``dispatch_batch`` per tick.
+        """
+        left = self.settings.dispatch_batch
+        while left > 0:
+            chunk = min(CLAIM_CHUNK, left)
+            effects = await self.store.run(sched.claim_due, self.context(), chunk)
+            await self.apply(effects)
+            left -= chunk
+            if effects.claimed < chunk:
+                return
 
     async def _housekeeping(self) -> None:
         self.alerts.set_gauge(await self.store.run(open_counts))

@@ -47,7 +47,7 @@ from vantage.control_plane.alerts import (
     close_alert,
     open_alert,
 )
-from vantage.control_plane.db import Checkpoint, Dispatch, Instance, Monitor, Replica, Result
+from vantage.control_plane.db import Checkpoint, Dispatch, Instance, Monitor, Replica, Result, now
 from vantage.control_plane.instructions import sign, take_seq
 from vantage.control_plane.sessions import DATA_PROTECTION_FIELDS, SessionError
 from vantage.control_plane.store import rowcount
@@ -202,6 +202,8 @@ class Effects:
     deliveries: list[Outbound] = field(default_factory=list)
     alerts: list[AlertEvent] = field(default_factory=list)
     timeouts: int = 0
+    #: due monitors a claim locked (dispatched or not)
+    claimed: int = 0
 
     def add(self, other: Effects) -> Effects:
         self.deliveries.extend(other.deliveries)
@@ -276,12 +278,13 @@ def new_dispatch(
     envelope = sign(ctx.key, iss=target.iss, checkpoint=monitor.checkpoint, instance=target.name,
                     kind="run_check", body=body, seq=seq, lifetime=ctx.lifetime)
     local = target.replica_id == ctx.me
+    t = now()  # this row's own moment: a claim signs many
     db.add(
         Dispatch(
             check_id=check_id, monitor_id=monitor.id, checkpoint=monitor.checkpoint, instance=target.name,
-            attempt=attempt, dispatched_at=ctx.t, due_at=due_at,
-            deadline=ctx.t + monitor.timeout_s + ctx.result_margin,
-            status="pending", replica_id=target.replica_id, sent_at=ctx.t if local else None,
+            attempt=attempt, dispatched_at=t, due_at=due_at,
+            deadline=t + monitor.timeout_s + ctx.result_margin,
+            status="pending", replica_id=target.replica_id, sent_at=t if local else None,
             envelope_json=json.dumps(envelope, separators=(",", ":")), moves=moves,
         )
     )
@@ -309,7 +312,7 @@ def claim_due(db: Session, ctx: Context, batch: int) -> Effects:
             .with_for_update(skip_locked=True, of=Monitor)
         ).all()
     )
-    effects = Effects()
+    effects = Effects(claimed=len(due))
     if not due:
         return effects
     still_busy = set(

@@ -138,6 +138,14 @@ def test_options_and_env_fallbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert cli.parse_options([]).settings.message_rate == 300.0
     options = cli.parse_options(["--session-message-rate", "250"])
     assert (options.settings.message_rate, options.settings.message_burst) == (250.0, 500.0)
+    options = cli.parse_options(["--replica-timeout", "4", "--hello-timeout", "3", "--max-unauthenticated", "10",
+                                 "--max-unauthenticated-per-address", "2"])
+    settings = options.settings
+    assert (settings.replica_timeout, settings.hello_timeout) == (4.0, 3.0)
+    assert (settings.max_unauthenticated, settings.max_unauthenticated_per_address) == (10, 2)
+    defaults = cli.parse_options([]).settings
+    assert (defaults.replica_timeout, defaults.hello_timeout, defaults.max_unauthenticated,
+            defaults.max_unauthenticated_per_address) == (10.0, 10.0, 1024, 64)
 
 
 @pytest.mark.parametrize(
@@ -149,6 +157,10 @@ def test_options_and_env_fallbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         (["--session-message-rate", "0.5"], "--session-message-rate must be at least 1"),
         (["--session-message-rate", "many"], "--session-message-rate must be a number"),
         (["--public-url", "ftp://x"], "--public-url"),
+        (["--max-unauthenticated", "0"], "--max-unauthenticated must be a whole number of at least 1"),
+        (["--max-unauthenticated-per-address", "lots"], "--max-unauthenticated-per-address must be a whole"),
+        (["--hello-timeout", "0"], "--hello-timeout must be at least"),
+        (["--replica-timeout", "0.2"], "--replica-timeout must be at least"),
         (["--webhook-url", "file:///etc/passwd"], "--webhook-url"),
         (["--tls-cert", "/nonexistent", "--tls-key", "/nonexistent"], "cannot load TLS certificate"),
     ],
