@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from vantage.control_plane import scheduler as sched
@@ -135,14 +135,19 @@ def _close_sessions(db: Session, ids: list[tuple[str, str, str]], t: float) -> N
         _close_session(db, checkpoint, instance, session_id, t)
 
 
+_STORE_HEARTBEAT = (
+    update(Instance)
+    .where(Instance.checkpoint == bindparam("cp"), Instance.name == bindparam("inst"),
+           Instance.session_id == bindparam("sid"))
+    .values(last_heartbeat=bindparam("t"), health_json=bindparam("health"), healthy=bindparam("ok"))
+)
+
+
 def _flush_heartbeats(db: Session, beats: list[tuple[str, str, str, float, str, bool]]) -> None:
-    """Store heartbeats (batched every tick: one transaction for all sessions), in a fixed order."""
-    for checkpoint, instance, session_id, t, health_json, healthy in sorted(beats):
-        db.execute(
-            update(Instance)
-            .where(Instance.checkpoint == checkpoint, Instance.name == instance, Instance.session_id == session_id)
-            .values(last_heartbeat=t, health_json=health_json, healthy=healthy)
-        )
+    """Store heartbeats: one statement executed for all sessions (executemany), in a fixed order."""
+    rows = [{"cp": cp, "inst": inst, "sid": sid, "t": t, "health": health, "ok": ok}
+            for cp, inst, sid, t, health, ok in sorted(beats)]
+    db.connection().execute(_STORE_HEARTBEAT, rows)
 
 
 def _live_sessions(db: Session, replica: str) -> dict[tuple[str, str], str]:
