@@ -13,6 +13,7 @@ USAGE = """usage: vantage <command> [args]
 
 commands:
   keygen PATH                 write an Ed25519 private key (PKCS#8 PEM, mode 0600), print key id
+  identity PATH               create or read an instance identity key, print {public_key, key_id, created}
   agent run|healthcheck       the checkpoint agent
   control-plane serve         the reference control plane
   version                     print the version
@@ -34,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vantage.protocol.cli import keygen_main
 
         return int(keygen_main(rest))
+    if command == "identity":
+        from vantage.protocol.cli import identity_main
+
+        return int(identity_main(rest))
     if command == "agent":
         from vantage.agent.cli import main as agent_main
 

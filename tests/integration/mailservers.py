@@ -114,6 +114,35 @@ class Exim:
     certs: Certs
 
 
+#: Exim authenticators by SMTP mechanism, each advertised only after TLS (``@USER@`` and
+#: ``@PASSWORD@`` are filled in; the rest is Exim's own syntax).
+EXIM_AUTHENTICATORS = {
+    "PLAIN": """\
+plain:
+  driver = plaintext
+  public_name = PLAIN
+  server_prompts = :
+  server_condition = ${if and {{eq{$auth2}{@USER@}}{eq{$auth3}{@PASSWORD@}}}}
+  server_advertise_condition = ${if def:tls_in_cipher}
+""",
+    "LOGIN": """\
+login:
+  driver = plaintext
+  public_name = LOGIN
+  server_prompts = Username:: : Password::
+  server_condition = ${if and {{eq{$auth1}{@USER@}}{eq{$auth2}{@PASSWORD@}}}}
+  server_advertise_condition = ${if def:tls_in_cipher}
+""",
+    "CRAM-MD5": """\
+cram:
+  driver = cram_md5
+  public_name = CRAM-MD5
+  server_secret = ${if eq{$auth1}{@USER@}{@PASSWORD@}fail}
+  server_advertise_condition = ${if def:tls_in_cipher}
+""",
+}
+
+
 EXIM_CONF = """\
 keep_environment =
 primary_hostname = mail.test
@@ -131,18 +160,6 @@ acl_check_rcpt:
   deny
 
 begin authenticators
-plain:
-  driver = plaintext
-  public_name = PLAIN
-  server_prompts = :
-  server_condition = ${{if and {{{{eq{{$auth2}}{{{user}}}}}{{eq{{$auth3}}{{{password}}}}}}}}}
-  server_advertise_condition = ${{if def:tls_in_cipher}}
-login:
-  driver = plaintext
-  public_name = LOGIN
-  server_prompts = Username:: : Password::
-  server_condition = ${{if and {{{{eq{{$auth1}}{{{user}}}}}{{eq{{$auth2}}{{{password}}}}}}}}}
-  server_advertise_condition = ${{if def:tls_in_cipher}}
 """
 
 
@@ -163,15 +180,20 @@ def server_dir(prefix: str) -> Iterator[Path]:
 
 
 @contextmanager
-def run_exim(*, expired: bool = False) -> Iterator[Exim]:
-    """An Exim daemon with STARTTLS (cert from our CA) and AUTH PLAIN/LOGIN after TLS."""
+def run_exim(
+    *, expired: bool = False, mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"), tls_on_connect: bool = False
+) -> Iterator[Exim]:
+    """An Exim daemon with STARTTLS (cert from our CA) and AUTH with ``mechanisms`` after TLS.
+
+    With ``tls_on_connect`` the port speaks TLS from the first byte (SMTPS) instead of STARTTLS.
+    """
     require_binary(EXIM, "exim4-daemon-light")
-    with server_dir("vantage-exim-") as tmp, _exim(tmp, expired) as server:
+    with server_dir("vantage-exim-") as tmp, _exim(tmp, expired, mechanisms, tls_on_connect) as server:
         yield server
 
 
 @contextmanager
-def _exim(tmp: Path, expired: bool) -> Iterator[Exim]:
+def _exim(tmp: Path, expired: bool, mechanisms: tuple[str, ...], tls_on_connect: bool) -> Iterator[Exim]:
     for sub in ("spool", "log"):
         (tmp / sub).mkdir(parents=True, exist_ok=True)
     certs = make_certs(tmp, "Debian-exim")
@@ -184,15 +206,17 @@ def _exim(tmp: Path, expired: bool) -> Iterator[Exim]:
             dir=tmp,
             cert=certs.expired_cert if expired else certs.cert,
             key=certs.expired_key if expired else certs.key,
-            user=MAIL_USER,
-            password=CANARY_PASSWORD,
         )
+        + "".join(EXIM_AUTHENTICATORS[m] for m in mechanisms)
+        .replace("@USER@", MAIL_USER)
+        .replace("@PASSWORD@", CANARY_PASSWORD)
     )
     port = free_port()
     log = tmp / "exim.out"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [EXIM, "-C", str(conf), "-bdf", "-oX", str(port)], stdout=out, stderr=out, start_new_session=True
+            [EXIM, "-C", str(conf), "-bdf", "-oX", str(port), *(["-tls-on-connect"] if tls_on_connect else [])],
+            stdout=out, stderr=out, start_new_session=True,
         )
     try:
         wait_port(port, proc, log)
@@ -219,6 +243,7 @@ ssl_cert = <{cert}
 ssl_key = <{key}
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
+auth_failure_delay = 0
 mail_location = maildir:{dir}/mail/%u
 passdb {{
   driver = passwd-file
@@ -241,6 +266,9 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service stats {{
   inet_listener http {{

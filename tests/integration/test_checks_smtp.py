@@ -69,6 +69,37 @@ def test_wrong_password_is_an_auth_failure_without_server_text_in_error(exim: Ex
     assert "server_reply" not in stripped["details"] and "banner" not in stripped["details"]
 
 
+@pytest.mark.parametrize("mechanism", ["CRAM-MD5", "PLAIN", "LOGIN"])
+def test_each_auth_mechanism_succeeds_and_fails_once(mechanism: str) -> None:
+    with run_exim(mechanisms=(mechanism,)) as server:
+        spec = {"type": "smtp", "target": f"127.0.0.1:{server.port}", "server_name": "mail.test", "credential": "mail"}
+        result = run(spec, options(server))
+        assert result["ok"], result["error"]
+        assert result["details"]["auth_mechanisms"] == [mechanism]
+        assert result["details"]["auth_mechanism"] == mechanism
+        result = run({**spec, "credential": "wrong"}, options(server))
+        assert result["error"] == "authentication failed for credential 'wrong' (535)"
+
+
+def test_cram_md5_is_preferred_when_offered() -> None:
+    with run_exim(mechanisms=("PLAIN", "LOGIN", "CRAM-MD5")) as server:
+        spec = {"type": "smtp", "target": f"127.0.0.1:{server.port}", "server_name": "mail.test", "credential": "mail"}
+        result = run(spec, options(server))
+        assert result["ok"], result["error"]
+        assert result["details"]["auth_mechanism"] == "CRAM-MD5"
+
+
+def test_implicit_tls_session() -> None:
+    """SMTPS (port 465 style): TLS first, then the banner, timed separately."""
+    with run_exim(tls_on_connect=True) as server:
+        spec = {"type": "smtp", "target": f"127.0.0.1:{server.port}", "server_name": "mail.test", "tls": "implicit",
+                "credential": "mail"}
+        result = run(spec, options(server))
+        assert result["ok"], result["error"]
+        assert set(result["phases"]) >= {"connect_ms", "tls_ms", "banner_ms", "ehlo_ms", "auth_ms"}
+        assert result["details"]["tls"]["protocol"].startswith("TLS") and result["details"]["authenticated"]
+
+
 def test_credential_without_password_and_unknown_credential(exim: Exim) -> None:
     target = f"127.0.0.1:{exim.port}"
     result = run({"type": "smtp", "target": target, "credential": "nopass"}, options(exim))

@@ -102,7 +102,10 @@ def _run(config: AgentConfig) -> int:
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, agent.stop)
+            try:
+                loop.add_signal_handler(signum, agent.stop)
+            except NotImplementedError:  # Windows event loops take no signal handlers
+                signal.signal(signum, lambda *_: loop.call_soon_threadsafe(agent.stop))
         await agent.run()
 
     try:

@@ -112,7 +112,15 @@ def healthcheck(state_dir: Path, now: float | None = None, max_age: float | None
     return evaluate(status, now=now, max_age=max_age)
 
 
+# os.kill(pid, 0) probes a process on POSIX; on Windows it terminates it. The agent is its
+# container's main process there, so the container stops with it and the heartbeat's age decides
+# (docs/windows.md).
+_CAN_PROBE_PID = os.name != "nt"
+
+
 def _process_exists(pid: int) -> bool:
+    if not _CAN_PROBE_PID:
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -2,6 +2,9 @@
 
 dnspython (about 5 MB resident) is imported on the first ``dns`` check, not with
 :mod:`vantage.checks`: an agent that never runs one does not pay for it.
+
+Details: ``record_type``, ``resolver``, ``answers`` (IP addresses for A/AAAA/PTR, removed by
+``strip_ips``), ``ttl``, ``canonical_name``. Phase: ``dns_ms``.
 """
 
 from __future__ import annotations
@@ -10,16 +13,19 @@ import ipaddress
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from vantage.checks.fields import CTL_RE, MAX_TARGET_LENGTH, format_host_port, idna, is_ip, parse_host_port
 from vantage.checks.netpolicy import BlockedAddressError, CheckOptions, vet_addresses
 from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import format_host_port, parse_host_port
+from vantage.checks.schema import CheckSpecError, CheckType, ListOf, Protect, Text
 
 if TYPE_CHECKING:
     import dns.asyncresolver
     import dns.name
     import dns.rdata
 
-_NAME_TYPES = frozenset({"CNAME", "NS", "PTR"})
+RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "PTR")
+IP_ANSWER_TYPES = frozenset({"A", "AAAA", "PTR"})  # answers that are (or name) IP addresses
+MAX_EXPECTED = 100
 _TARGET_TYPES = frozenset({"MX", "SRV"})  # answers ending in a host name
 
 
@@ -124,3 +130,53 @@ async def run_dns(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) 
             f"expected {record_type} answer{'s' if len(missing) > 1 else ''} "
             f"{', '.join(repr(m) for m in missing)} not found for {target}"
         )
+
+
+def _name(value: str, field: str) -> str:
+    """A DNS name in its ASCII form, or an IP address (a PTR query's subject)."""
+    target = value.strip()
+    if is_ip(target):
+        return target
+    target = idna(target, field)
+    name = target.removesuffix(".")
+    if not name or len(name) > 253 or not all(0 < len(x) <= 63 for x in name.split(".")):
+        raise CheckSpecError(field, f"{target!r} is not a valid DNS name")
+    if CTL_RE.search(name):
+        raise CheckSpecError(field, "DNS name must not contain whitespace or control characters")
+    return target
+
+
+def _resolver(value: str, field: str) -> str:
+    resolver = value.strip()
+    if is_ip(resolver):
+        return resolver
+    host, port = parse_host_port(resolver, field)
+    if not is_ip(host):
+        raise CheckSpecError(field, "must be an IP address, optionally with :port")
+    return format_host_port(host, port)
+
+
+def _ip_answers(details: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset({"answers"}) if str(details.get("record_type", "")).upper() in IP_ANSWER_TYPES else frozenset()
+
+
+CHECK = CheckType(
+    name="dns",
+    description="Resolve a name with the system resolvers or a given server; optionally expect answers.",
+    target=Text(max_length=MAX_TARGET_LENGTH, required=True, normalize=_name, pattern=r"^\s*\S+\s*$",
+                description="DNS name to query (an IP address for PTR)"),
+    fields={
+        "record_type": Text(choices=RECORD_TYPES, fold=str.upper, default="A", description="record type (any case)"),
+        "resolver": Text(normalize=_resolver, pattern=r"^\s*\S+\s*$",
+                         description="IP address (optionally [v6]:port or v4:port) of the server to ask "
+                         "(default: the system resolvers)"),
+        "expected": ListOf(Text(message="must be a non-empty string"), 1, MAX_EXPECTED,
+                           message=f"must be a list of 1 to {MAX_EXPECTED} strings",
+                           description="answers that must all be present (names compare case-insensitively "
+                           "without the trailing dot; for MX/SRV the target host alone matches)"),
+    },
+    run=run_dns,
+    example={"type": "dns", "target": "example.internal", "record_type": "MX", "resolver": "10.0.0.53",
+             "expected": ["mail.example.internal"]},
+    protect=Protect(ip_values=_ip_answers),
+)

@@ -1,347 +1,62 @@
-"""The ``http`` check: one HTTP/1.1 exchange per hop over a connection made by :mod:`.net`.
+"""The ``http`` check: one request (and its redirects) through :mod:`vantage.checks.httpclient`.
 
-The client is deliberately small: it sends one request with ``Connection: close``, reads the
-status line and headers, then at most ``max_body_bytes`` of (de-chunked, decompressed) body and
-drops the connection. That is all a monitor needs, and owning it gives real per-phase timings,
-connections only to vetted addresses, and a hard bound on what is read.
+Details: ``status_code``, ``reason``, ``http_version``, ``headers``, ``redirects``, ``final_url``,
+``body_excerpt`` (the first 1024 characters), ``body_bytes``, ``body_truncated`` and, over https,
+``tls`` (certificate, protocol, cipher). Phases: ``dns_ms``, ``connect_ms``, ``tls_ms``,
+``first_byte_ms``, summed over redirects.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
-import time
-import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
-from vantage.checks.net import (
-    STREAM_LIMIT,
-    Connection,
-    cert_info,
-    expiry_warning,
-    open_vetted,
-    start_tls,
-    tls_context,
-    tls_session_info,
+from vantage.checks.fields import URL_TARGET
+from vantage.checks.httpclient import (
+    NO_KEYWORD_WITH_HEAD,
+    REQUEST_FIELDS,
+    RESPONSE_FIELDS,
+    Request,
+    check_response,
+    fetch,
 )
 from vantage.checks.netpolicy import CheckOptions
-from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import MAX_REDIRECTS, normalize_url
+from vantage.checks.result import Probe
+from vantage.checks.schema import CheckType, Conflicts, Protect
 
 EXCERPT_CHARS = 1024
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_STATUS_RE = re.compile(rb"^HTTP/(\d)\.(\d) (\d{3})(?: ([^\r\n]*))?\r?\n")
-_CHARSET_RE = re.compile(r"charset=\"?([A-Za-z0-9_.:-]+)", re.IGNORECASE)
-_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
-
-
-@dataclass
-class Response:
-    """Status, headers and the (bounded) body of one hop."""
-
-    status: int
-    reason: str
-    version: str
-    headers: dict[str, str]
-    body: bytes = b""
-    truncated: bool = False
-    lower: dict[str, str] = field(default_factory=dict)
-
-    def header(self, name: str) -> str | None:
-        return self.lower.get(name.lower())
-
-
-def _host_header(scheme: str, host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    default = 443 if scheme == "https" else 80
-    return shown if port == default else f"{shown}:{port}"
-
-
-def _build_request(
-    method: str, url: str, headers: Mapping[str, str], body: str | None, user_agent: str
-) -> bytes:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    given = {k.lower() for k in headers}
-    lines = [f"{method} {target} HTTP/1.1"]
-    if "host" not in given:
-        lines.append(f"Host: {_host_header(parts.scheme, host, port)}")
-    if "user-agent" not in given:
-        lines.append(f"User-Agent: {user_agent}")
-    if "accept" not in given:
-        lines.append("Accept: */*")
-    if "accept-encoding" not in given:
-        lines.append("Accept-Encoding: identity")
-    lines.append("Connection: close")
-    payload = body.encode("utf-8") if body is not None else b""
-    if body is not None or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(payload)}")
-    lines.extend(f"{k}: {v}" for k, v in headers.items())
-    head = "\r\n".join(lines) + "\r\n\r\n"
-    return head.encode("utf-8") + payload
-
-
-def _parse_head(head: bytes) -> Response:
-    match = _STATUS_RE.match(head)
-    if not match:
-        raise CheckFailure("malformed HTTP response: no valid status line")
-    major, minor, status, reason = match.groups()
-    headers: dict[str, str] = {}
-    lower: dict[str, str] = {}
-    last: str | None = None
-    for raw in head[match.end() :].split(b"\n"):
-        line = raw.rstrip(b"\r").decode("latin-1")
-        if not line:
-            continue
-        if line[0] in " \t" and last is not None:  # obsolete line folding
-            lower[last] += " " + line.strip()
-            continue
-        name, sep, value = line.partition(":")
-        name = name.strip()
-        if not sep or not name:
-            raise CheckFailure("malformed HTTP response: invalid header line")
-        value = value.strip()
-        key = name.lower()
-        if key in lower:
-            lower[key] += ", " + value
-        else:
-            lower[key] = value
-            headers[name] = ""
-        last = key
-    display = {name: lower[name.lower()] for name in headers}
-    return Response(
-        status=int(status),
-        reason=(reason or b"").decode("latin-1"),
-        version=f"{major.decode()}.{minor.decode()}",
-        headers=display,
-        lower=lower,
-    )
-
-
-async def _read_head(conn: Connection, probe: Probe) -> bytes:
-    try:
-        return await conn.reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise CheckFailure(f"response headers exceed {STREAM_LIMIT} bytes") from None
-    except asyncio.IncompleteReadError:
-        raise CheckFailure(f"connection closed by {conn.peer_ip} while {probe.stage}") from None
-
-
-class _BodyReader:
-    """Reads a message body by its framing, decodes chunking and gzip/deflate, up to a limit."""
-
-    def __init__(self, reader: asyncio.StreamReader, resp: Response, limit: int) -> None:
-        self.reader = reader
-        self.limit = limit
-        self.out = bytearray()
-        encoding = (resp.header("content-encoding") or "").strip().lower()
-        self.decoder: Any = None
-        if encoding in ("gzip", "x-gzip"):
-            self.decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self.decoder = zlib.decompressobj(wbits=zlib.MAX_WBITS)
-        self.undecoded = encoding if encoding not in ("", "identity") and self.decoder is None else None
-        self.truncated = False
-
-    @property
-    def full(self) -> bool:
-        return len(self.out) >= self.limit
-
-    def _feed(self, data: bytes) -> None:
-        if self.decoder is not None:
-            try:
-                data = self.decoder.decompress(data, max(self.limit - len(self.out), 1))
-            except zlib.error:
-                raise CheckFailure("response body is not valid compressed data") from None
-        room = self.limit - len(self.out)
-        if len(data) > room:
-            self.truncated = True
-        self.out += data[:room]
-
-    async def read_length(self, length: int | None) -> None:
-        remaining = length
-        while not self.full and (remaining is None or remaining > 0):
-            want = 65536 if remaining is None else min(remaining, 65536)
-            chunk = await self.reader.read(want)
-            if not chunk:
-                if remaining:
-                    raise CheckFailure("connection closed before the end of the response body")
-                return
-            if remaining is not None:
-                remaining -= len(chunk)
-            self._feed(chunk)
-        if self.full and (remaining is None or remaining > 0):
-            self.truncated = True
-
-    async def read_chunked(self) -> None:
-        while not self.full:
-            line = await self.reader.readline()
-            if not line:
-                raise CheckFailure("connection closed inside a chunked response body")
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise CheckFailure("malformed chunked response body") from None
-            if size == 0:
-                return
-            while size > 0 and not self.full:
-                chunk = await self.reader.read(min(size, 65536))
-                if not chunk:
-                    raise CheckFailure("connection closed inside a chunked response body")
-                size -= len(chunk)
-                self._feed(chunk)
-            if size == 0:
-                await self.reader.readexactly(2)
-        self.truncated = True
-
-
-async def _exchange(
-    url: str,
-    method: str,
-    headers: Mapping[str, str],
-    body: str | None,
-    spec: Mapping[str, Any],
-    options: CheckOptions,
-    probe: Probe,
-) -> Response:
-    """One request/response on a fresh connection; records TLS info for https."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
-    conn = await open_vetted(host, port, options, probe)
-    try:
-        if https:
-            ctx = tls_context(bool(spec["verify_tls"]), options.ca_bundle, ("http/1.1",))
-            await start_tls(conn, ctx, host, probe)
-            tls = cert_info(conn)
-            tls.update(tls_session_info(conn))
-            probe.details["tls"] = tls
-        else:
-            probe.details.pop("tls", None)
-        request = _build_request(method, url, headers, body, options.user_agent)
-        sent = time.perf_counter()
-        with probe.phase("sending the request"):
-            conn.writer.write(request)
-            await conn.writer.drain()
-        with probe.phase("waiting for the response"):
-            try:
-                first = await conn.reader.read(1)
-            except ConnectionError:
-                raise CheckFailure(f"connection reset by {conn.peer_ip} before the response") from None
-            if not first:
-                raise CheckFailure(f"connection closed by {conn.peer_ip} without a response")
-            probe.add_phase("first_byte_ms", (time.perf_counter() - sent) * 1000.0)
-        with probe.phase("reading the response headers"):
-            head = first + await _read_head(conn, probe)
-            resp = _parse_head(head)
-            while 100 <= resp.status < 200 and resp.status != 101:  # interim responses
-                resp = _parse_head(await _read_head(conn, probe))
-        no_body = method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
-        limit = int(spec["max_body_bytes"])
-        if not no_body and limit > 0:
-            with probe.phase("reading the response body"):
-                reader = _BodyReader(conn.reader, resp, limit)
-                try:
-                    if "chunked" in (resp.header("transfer-encoding") or "").lower():
-                        await reader.read_chunked()
-                    else:
-                        length_text = resp.header("content-length")
-                        length = int(length_text) if length_text and length_text.strip().isdigit() else None
-                        await reader.read_length(length)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    raise CheckFailure("connection closed before the end of the response body") from None
-                except ValueError:
-                    raise CheckFailure("malformed chunked response body") from None
-                resp.body = bytes(reader.out)
-                resp.truncated = reader.truncated
-                if reader.undecoded:
-                    probe.warnings.append(f"content-encoding {reader.undecoded!r} not decoded")
-        return resp
-    finally:
-        conn.abort()
-
-
-def _status_ok(status: int, expected: list[int] | None) -> bool:
-    return 200 <= status <= 399 if expected is None else status in expected
-
-
-def _describe_expected(expected: list[int] | None) -> str:
-    if expected is None:
-        return "200-399"
-    if len(expected) == 1:
-        return str(expected[0])
-    return "one of " + ", ".join(str(s) for s in expected)
-
-
-def _text(resp: Response) -> str:
-    match = _CHARSET_RE.search(resp.header("content-type") or "")
-    charset = match.group(1) if match else "utf-8"
-    try:
-        return resp.body.decode(charset, errors="replace")
-    except LookupError:
-        return resp.body.decode("utf-8", errors="replace")
 
 
 async def run_http(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) -> None:
     """Run a validated ``http`` spec; raises :class:`CheckFailure` on any failed expectation."""
-    url = str(spec["target"])
-    method = str(spec["method"])
-    body: str | None = spec["body"]
-    headers: dict[str, str] = dict(spec["headers"])
-    origin = urlsplit(url)[:2]
     redirects: list[str] = []
     probe.details["redirects"] = redirects
-    while True:
-        resp = await _exchange(url, method, headers, body, spec, options, probe)
-        location = resp.header("location")
-        if not (spec["follow_redirects"] and resp.status in REDIRECT_STATUSES and location):
-            break
-        if len(redirects) >= MAX_REDIRECTS:
-            raise CheckFailure(f"too many redirects (more than {MAX_REDIRECTS})")
-        try:
-            url = normalize_url(urljoin(url, location.strip()))
-        except ValueError:
-            raise CheckFailure(
-                f"redirect {len(redirects) + 1} points to an invalid or unsupported URL"
-            ) from None
-        redirects.append(url)
-        if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
-            if method != "HEAD":
-                method = "GET"
-            body = None
-        if urlsplit(url)[:2] != origin:  # never carry credentials to another origin
-            headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
-            origin = urlsplit(url)[:2]
-
+    request = Request(str(spec["target"]), str(spec["method"]), dict(spec["headers"]), spec["body"])
+    resp, request = await fetch(request, spec, options, probe, redirects=redirects)
     details = probe.details
-    details["final_url"] = url
+    details["final_url"] = request.url
     details["status_code"] = resp.status
     details["reason"] = resp.reason
     details["http_version"] = resp.version
     details["headers"] = resp.headers
-    text = _text(resp)
+    text = resp.text()
     details["body_excerpt"] = text[:EXCERPT_CHARS]
     details["body_bytes"] = len(resp.body)
     details["body_truncated"] = resp.truncated
-    tls = details.get("tls")
-    if isinstance(tls, dict):
-        warning = expiry_warning(tls, int(spec["cert_expiry_warning_days"]))
-        if warning:
-            probe.warnings.append(warning)
+    check_response(spec, resp, text, int(spec["max_body_bytes"]))
 
-    expected: list[int] | None = spec["expected_status"]
-    if not _status_ok(resp.status, expected):
-        raise CheckFailure(f"expected status {_describe_expected(expected)}, got {resp.status}")
-    keyword: str | None = spec["keyword"]
-    if keyword is not None and keyword not in text:
-        raise CheckFailure(f"keyword {keyword!r} not found in the first {spec['max_body_bytes']} bytes")
-    absent: str | None = spec["keyword_absent"]
-    if absent is not None and absent in text:
-        raise CheckFailure(f"keyword {absent!r} found in the response body but must be absent")
+
+CHECK = CheckType(
+    name="http",
+    description="One HTTP request: status, keywords, redirects, TLS and certificate expiry, timing phases.",
+    target=URL_TARGET,
+    fields={**REQUEST_FIELDS, **RESPONSE_FIELDS},
+    rules=NO_KEYWORD_WITH_HEAD + tuple(
+        Conflicts(keyword, "max_body_bytes", 0, f"must be greater than 0 when {keyword} is set",
+                  error_field="max_body_bytes")
+        for keyword in ("keyword", "keyword_absent")
+    ),
+    run=run_http,
+    example={"type": "http", "target": "https://intranet.example.internal/health", "keyword": "ok"},
+    protect=Protect(content=frozenset({"body_excerpt"}), headers=frozenset({"headers", "redirects", "final_url"})),
+)

@@ -1,6 +1,6 @@
 """The ``http_multistep`` check: a short transaction of HTTP requests sharing cookies and variables.
 
-Each step is one request through the ``http`` check's client (:func:`vantage.checks.http._exchange`:
+Each step is one request through the HTTP client of :mod:`vantage.checks.httpclient` (
 vetted addresses, TLS verification, bounded body, per-phase timings — summed over all steps and
 hops), with redirects followed hop by hop so that a cookie set on a redirect (the usual login
 answer) is kept. Cookies live in an RFC 6265 jar (``aiohttp.CookieJar``) for the run only.
@@ -26,34 +26,58 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 from vantage.checks.credentials import REDACTED, Credential
-from vantage.checks.http import (
-    _CREDENTIAL_HEADERS,
-    REDIRECT_STATUSES,
+from vantage.checks.fields import CREDENTIAL, MAX_TARGET_LENGTH, URL_TARGET, normalize_url
+from vantage.checks.httpclient import (
+    NO_KEYWORD_WITH_HEAD,
+    REQUEST_FIELDS,
+    RESPONSE_FIELDS,
+    TOKEN_RE,
+    Request,
     Response,
-    _describe_expected,
-    _exchange,
-    _status_ok,
-    _text,
+    check_response,
+    fetch,
 )
-from vantage.checks.net import expiry_warning
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import MAX_REDIRECTS, VARIABLE_RE, CheckSpecError, normalize_url, parse_json_path
+from vantage.checks.schema import (
+    JSON,
+    MAX_TEXT_FIELD,
+    CheckSpecError,
+    CheckType,
+    Conflicts,
+    Field,
+    Obj,
+    Protect,
+    Rule,
+    Text,
+    did_you_mean,
+    join,
+)
+
+MAX_STEPS = 10
+MAX_EXTRACTS = 20
+MAX_JSON_ASSERTIONS = 20
+MAX_REGEX = 1000
+MAX_STEP_NAME = 200
+EXTRACT_SOURCES = ("json", "header", "regex")
+#: ``${name}`` references an extracted variable, ``${credential.username}`` / ``${credential.password}``
+#: the monitor's credential; ``$$`` is a literal ``$``. (Not ``{{ }}``: Ansible would template it.)
+VARIABLE_RE = re.compile(r"\$\$|\$\{([^}]*)\}")
+VARIABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+CREDENTIAL_VARIABLES = frozenset({"credential.username", "credential.password"})
+_JSON_PATH_TOKEN_RE = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[\"((?:[^\"\\]|\\.)*)\"\]|\['([^']*)'\]")
 
 #: Split a folded ``Set-Cookie`` header (the client joins repeated headers with ", ") at commas
 #: that start a new ``name=`` — never inside an ``Expires=Wed, 21 Oct ...`` date.
 _SET_COOKIE_SPLIT = re.compile(r",\s*(?=[!#$%&'*+\-.^_`|~0-9A-Za-z]+=)")
 _MIN_REDACT = 4
 _MISSING = object()
-
-
-class _Failure(CheckFailure):
-    pass
 
 
 def _json_lookup(document: Any, path: list[str | int]) -> Any:
@@ -140,56 +164,23 @@ class _Run:
 
     # -- one step ---------------------------------------------------------------------------
 
-    async def request(
-        self, url: str, method: str, headers: dict[str, str], body: str | None
-    ) -> tuple[Response, str]:
+    def with_cookies(self, request: Request) -> Request:
+        """``request`` with the jar's cookies for its URL, unless the step sets ``Cookie`` itself."""
+        if any(k.lower() == "cookie" for k in request.headers):
+            return request
+        cookies = self.cookie_header(request.url)
+        return request if cookies is None else replace(request, headers={**request.headers, "Cookie": cookies})
+
+    async def request(self, request: Request) -> Response:
         """One step's request with its redirects; cookies are stored and sent at every hop."""
-        origin = urlsplit(url)[:2]
-        hops = 0
-        user_cookie = any(k.lower() == "cookie" for k in headers)
-        while True:
-            sent = dict(headers)
-            jar_cookie = None if user_cookie else self.cookie_header(url)
-            if jar_cookie:
-                sent["Cookie"] = jar_cookie
-            resp = await _exchange(url, method, sent, body, self.spec, self.options, self.probe)
-            self.store_cookies(resp, url)
-            tls = self.probe.details.get("tls")
-            if isinstance(tls, dict):
-                warning = expiry_warning(tls, int(self.spec["cert_expiry_warning_days"]))
-                if warning and warning not in self.probe.warnings:
-                    self.probe.warnings.append(warning)
-            location = resp.header("location")
-            if not (self.spec["follow_redirects"] and resp.status in REDIRECT_STATUSES and location):
-                return resp, url
-            hops += 1
-            if hops > MAX_REDIRECTS:
-                raise CheckFailure(f"too many redirects (more than {MAX_REDIRECTS})")
-            try:
-                url = normalize_url(urljoin(url, location.strip()))
-            except ValueError:
-                raise CheckFailure(f"redirect {hops} points to an invalid or unsupported URL") from None
-            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
-                if method != "HEAD":
-                    method = "GET"
-                body = None
-            if urlsplit(url)[:2] != origin:  # never carry credentials to another origin
-                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
-                user_cookie = False
-                origin = urlsplit(url)[:2]
+        resp, _final = await fetch(
+            request, self.spec, self.options, self.probe,
+            prepare=self.with_cookies, received=lambda sent, hop: self.store_cookies(hop, sent.url),
+        )
+        return resp
 
     def check(self, step: Mapping[str, Any], resp: Response, text: str) -> None:
-        expected: list[int] | None = step["expected_status"]
-        if not _status_ok(resp.status, expected):
-            raise CheckFailure(f"expected status {_describe_expected(expected)}, got {resp.status}")
-        keyword: str | None = step["keyword"]
-        if keyword is not None and keyword not in text:
-            raise CheckFailure(
-                f"keyword {keyword!r} not found in the first {self.spec['max_body_bytes']} bytes"
-            )
-        absent: str | None = step["keyword_absent"]
-        if absent is not None and absent in text:
-            raise CheckFailure(f"keyword {absent!r} found in the response body but must be absent")
+        check_response(step, resp, text, int(self.spec["max_body_bytes"]))
         document: Any = _MISSING
         for assertion in step["json"] or []:
             if document is _MISSING:
@@ -252,9 +243,9 @@ async def run_http_multistep(spec: Mapping[str, Any], options: CheckOptions, pro
             if any(c in v for v in headers.values() for c in "\r\n\x00"):
                 raise CheckFailure("a header value contains a line break once the variables are filled in")
             body = None if step["body"] is None else run.fill(step["body"])
-            resp, _final = await run.request(url, step["method"], headers, body)
+            resp = await run.request(Request(url, step["method"], headers, body))
             record["status_code"] = resp.status
-            text = _text(resp)
+            text = resp.text()
             run.check(step, resp, text)
             record["extracted"] = sorted(step["extract"] or {})
         except CheckFailure as exc:
@@ -272,3 +263,250 @@ async def run_http_multistep(spec: Mapping[str, Any], options: CheckOptions, pro
         finally:
             record["duration_ms"] = round((time.perf_counter() - start) * 1000.0, 3)
     probe.details["status_code"] = steps[-1].get("status_code")
+
+
+# --- the spec --------------------------------------------------------------------------------------
+
+
+def parse_json_path(path: str) -> list[str | int]:
+    """Parse the JSON path subset ``$.a.b[0]["c d"]`` into keys and indexes (``$`` alone: the root).
+
+    Raises ``ValueError`` describing the first unparsable position.
+    """
+    if not path.startswith("$"):
+        raise ValueError("must start with '$' (e.g. $.data.token or $.items[0].id)")
+    out: list[str | int] = []
+    pos = 1
+    while pos < len(path):
+        match = _JSON_PATH_TOKEN_RE.match(path, pos)
+        if match is None:
+            raise ValueError(f"cannot parse at position {pos}: use .name, [index] or [\"name\"]")
+        name, index, dq, sq = match.groups()
+        if index is not None:
+            out.append(int(index))
+        elif dq is not None:
+            out.append(re.sub(r"\\(.)", r"\1", dq))
+        else:
+            out.append(name if name is not None else sq)
+        pos = match.end()
+    return out
+
+
+def _json_path(value: str, name: str) -> str:
+    try:
+        parse_json_path(value)
+    except ValueError as exc:
+        raise CheckSpecError(name, str(exc)) from None
+    return value
+
+
+def template_variables(text: str) -> list[str]:
+    """The variable names ``text`` references (``${name}``), in order; ``$$`` is not one."""
+    return [m.group(1) for m in VARIABLE_RE.finditer(text) if m.group(0) != "$$"]
+
+
+def _check_references(text: str, field: str, scope: Mapping[str, Any]) -> None:
+    """Every ``${...}`` in ``text`` is a credential variable (with a credential) or extracted by an earlier step."""
+    known: set[str] = scope["_known"]
+    for name in template_variables(text):
+        if name in CREDENTIAL_VARIABLES:
+            if not scope["_has_credential"]:
+                raise CheckSpecError(field, f"${{{name}}} needs the monitor's credential field")
+            continue
+        if not VARIABLE_NAME_RE.match(name):
+            raise CheckSpecError(field, f"${{{name}}} is not a valid variable reference")
+        if name not in known:
+            raise CheckSpecError(
+                field, f"${{{name}}} is not extracted by an earlier step (known: {', '.join(sorted(known)) or 'none'})"
+            )
+
+
+class StepUrl(Field):
+    """A step's URL template: absolute or relative to ``target``, valid once its variables are filled in."""
+
+    def parse(self, value: Any, name: str, ctx: Mapping[str, Any]) -> str:
+        if not isinstance(value, str) or not value.strip() or len(value) > MAX_TARGET_LENGTH:
+            raise CheckSpecError(name, "is required: an absolute http(s) URL or a path relative to target")
+        url = value.strip()
+        _check_references(url, name, ctx)
+        placeholder = VARIABLE_RE.sub(lambda m: "$" if m.group(0) == "$$" else "x", url)
+        normalize_url(urljoin(ctx["_base"], placeholder), name)
+        return url
+
+    def value_schema(self) -> JSON:
+        return {"type": "string", "minLength": 1, "maxLength": MAX_TARGET_LENGTH, "pattern": r"\S"}
+
+
+class Extract(Field):
+    """Variables to extract from the response: ``{name: {"json": path} | {"header": name} | {"regex": re, "group": n}}``."""
+
+    def parse(self, value: Any, name: str, ctx: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        if not isinstance(value, Mapping) or not 1 <= len(value) <= MAX_EXTRACTS:
+            raise CheckSpecError(name, f"must be an object of 1 to {MAX_EXTRACTS} variable names to sources")
+        out: dict[str, dict[str, Any]] = {}
+        for variable, source in value.items():
+            sub = f"{name}.{variable}"
+            if not isinstance(variable, str) or not VARIABLE_NAME_RE.match(variable):
+                raise CheckSpecError(sub, "variable names are letters, digits and '_', not starting with a digit")
+            if not isinstance(source, Mapping):
+                raise CheckSpecError(sub, f"must be an object with one of {', '.join(EXTRACT_SOURCES)}")
+            kinds = [k for k in EXTRACT_SOURCES if k in source]
+            if len(kinds) != 1 or set(source) - set(EXTRACT_SOURCES) - {"group"}:
+                raise CheckSpecError(sub, f"must have exactly one of {', '.join(EXTRACT_SOURCES)} (and group for regex)")
+            kind = kinds[0]
+            text = source[kind]
+            if not isinstance(text, str) or not text or len(text) > MAX_REGEX:
+                raise CheckSpecError(f"{sub}.{kind}", f"must be a non-empty string of at most {MAX_REGEX} characters")
+            item: dict[str, Any] = {kind: text}
+            if kind == "json":
+                _json_path(text, f"{sub}.json")
+            elif kind == "header" and not TOKEN_RE.match(text):
+                raise CheckSpecError(f"{sub}.header", "is not a valid HTTP header name")
+            elif kind == "regex":
+                try:
+                    pattern = re.compile(text)
+                except re.error as exc:
+                    raise CheckSpecError(f"{sub}.regex", f"invalid regular expression: {exc}") from None
+                group = source.get("group", 1 if pattern.groups else 0)
+                if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group <= pattern.groups:
+                    raise CheckSpecError(f"{sub}.group", f"must be an integer between 0 and {pattern.groups}")
+                item["group"] = group
+            if kind != "regex" and "group" in source:
+                raise CheckSpecError(f"{sub}.group", "applies to regex only")
+            out[variable] = item
+        return out
+
+    def value_schema(self) -> JSON:
+        text = {"type": "string", "minLength": 1, "maxLength": MAX_REGEX}
+        sources = [
+            {"type": "object", "properties": {"json": {**text, "pattern": "^\\$"}}, "required": ["json"],
+             "additionalProperties": False},
+            {"type": "object", "properties": {"header": {"type": "string", "pattern": TOKEN_RE.pattern}},
+             "required": ["header"], "additionalProperties": False},
+            {"type": "object", "properties": {"regex": text, "group": {"type": "integer", "minimum": 0}},
+             "required": ["regex"], "additionalProperties": False},
+        ]
+        return {"type": "object", "minProperties": 1, "maxProperties": MAX_EXTRACTS,
+                "propertyNames": {"pattern": VARIABLE_NAME_RE.pattern}, "additionalProperties": {"oneOf": sources}}
+
+
+class JsonAssertions(Field):
+    """``[{"path": "$.a.b", "equals": <any JSON value>}, ...]``: values the JSON response must hold."""
+
+    def parse(self, value: Any, name: str, ctx: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_JSON_ASSERTIONS:
+            raise CheckSpecError(name, f'must be a list of 1 to {MAX_JSON_ASSERTIONS} {{"path", "equals"}} objects')
+        out: list[dict[str, Any]] = []
+        for i, item in enumerate(value):
+            sub = f"{name}.{i}"
+            if not isinstance(item, Mapping) or set(item) != {"path", "equals"}:
+                raise CheckSpecError(sub, 'must be an object with exactly "path" and "equals"')
+            path = item["path"]
+            if not isinstance(path, str) or len(path) > MAX_TEXT_FIELD:
+                raise CheckSpecError(f"{sub}.path", "must be a JSON path string")
+            out.append({"path": _json_path(path, f"{sub}.path"), "equals": item["equals"]})
+        return out
+
+    def value_schema(self) -> JSON:
+        assertion = {"type": "object", "required": ["path", "equals"], "additionalProperties": False,
+                     "properties": {"path": {"type": "string", "maxLength": MAX_TEXT_FIELD, "pattern": "^\\$"},
+                                    "equals": {}}}
+        return {"type": "array", "items": assertion, "minItems": 1, "maxItems": MAX_JSON_ASSERTIONS}
+
+
+class _References(Rule):
+    """Header values and the body reference only variables that exist when the step runs."""
+
+    def check(self, values: Mapping[str, Any], prefix: str) -> None:
+        for header, text in values["headers"].items():
+            _check_references(text, f"{prefix}.headers.{header}", values)
+        if values["body"] is not None:
+            _check_references(values["body"], f"{prefix}.body", values)
+
+
+class _ReadsBody(Rule):
+    """JSON assertions and body extractions need a body: not with HEAD or ``max_body_bytes`` 0."""
+
+    def check(self, values: Mapping[str, Any], prefix: str) -> None:
+        extract = values["extract"] or {}
+        reads_body = bool(values["json"]) or any("header" not in source for source in extract.values())
+        if reads_body and (values["method"] == "HEAD" or values["max_body_bytes"] == 0):
+            raise CheckSpecError(prefix, "reads the response body, which method HEAD or max_body_bytes 0 rule out")
+
+
+def _step_name(value: str, name: str) -> str:
+    if not value.strip():
+        raise CheckSpecError(name, f"must be a non-empty string of at most {MAX_STEP_NAME} characters")
+    return value.strip()
+
+
+STEP: Obj = Obj(
+    {
+        "name": Text(max_length=MAX_STEP_NAME, normalize=_step_name, pattern=r"\S",
+                     message=f"must be a non-empty string of at most {MAX_STEP_NAME} characters",
+                     description="shown in results and errors (default: 'step N')"),
+        "url": StepUrl(required=True, description="absolute http(s) URL or a path relative to target; "
+                       "${var} inserts a value (percent-encoded unless the whole URL is one variable)"),
+        **REQUEST_FIELDS,
+        "json": JsonAssertions(description="JSON paths ($, .name, [index], [\"any name\"]) and the values they must hold"),
+        "extract": Extract(description="variables later steps use as ${name}: from a JSON path, a header or a "
+                           "regular expression group of the body"),
+    },
+    rules=(
+        *NO_KEYWORD_WITH_HEAD,
+        *(Conflicts(keyword, "max_body_bytes", 0, f"must be greater than 0 when {keyword} is set",
+                    error_field="max_body_bytes", sibling=False) for keyword in ("keyword", "keyword_absent")),
+        _References(),
+        _ReadsBody(),
+    ),
+    unknown=lambda key: f"unknown step field{did_you_mean(key, STEP.fields)}",
+    description="one request of the transaction, with its assertions and extractions",
+)
+
+
+class Steps(Field):
+    """The transaction: 1 to ``MAX_STEPS`` steps; a step may use what earlier steps extracted."""
+
+    def parse(self, value: Any, name: str, ctx: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_STEPS:
+            raise CheckSpecError(name, f"must be a list of 1 to {MAX_STEPS} steps")
+        known: set[str] = set()
+        scope = {"_base": ctx["target"], "_has_credential": ctx["credential"] is not None, "_known": known,
+                 "max_body_bytes": ctx["max_body_bytes"]}
+        steps: list[dict[str, Any]] = []
+        for i, step in enumerate(value):
+            parsed = STEP.parse(step, join(name, str(i)), scope)
+            parsed["name"] = parsed["name"] or f"step {i + 1}"
+            known.update(parsed["extract"] or {})
+            steps.append(parsed)
+        return steps
+
+    def value_schema(self) -> JSON:
+        return {"type": "array", "items": STEP.schema(), "minItems": 1, "maxItems": MAX_STEPS}
+
+
+CHECK = CheckType(
+    name="http_multistep",
+    description="A short HTTP transaction (log in, then call the API) of requests that share cookies and variables.",
+    target=URL_TARGET.described("base URL (http or https); step URLs may be relative to it"),
+    fields={
+        **RESPONSE_FIELDS,
+        "credential": CREDENTIAL,
+        "steps": Steps(required=True, description=f"1 to {MAX_STEPS} requests, run in order; the first failing one "
+                       "ends the run. Every ${var} must be extracted by an earlier step, ${credential.username} and "
+                       "${credential.password} need credential"),
+    },
+    run=run_http_multistep,
+    example={
+        "type": "http_multistep", "target": "https://orders.example.internal/", "credential": "orders-api",
+        "steps": [
+            {"name": "login", "method": "POST", "url": "/api/login", "headers": {"Content-Type": "application/json"},
+             "body": '{"user": "${credential.username}", "password": "${credential.password}"}',
+             "expected_status": 200, "extract": {"token": {"json": "$.token"}}},
+            {"name": "list orders", "url": "/api/orders?limit=1", "headers": {"Authorization": "Bearer ${token}"},
+             "json": [{"path": "$.status", "equals": "ok"}]},
+        ],
+    },
+    # Reports no body, header or filled-in value at all (see the module docstring).
+    protect=Protect(),
+)

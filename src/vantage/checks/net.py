@@ -1,9 +1,16 @@
-"""Shared connection steps of the http, tcp and tls checks, each timed as its own phase.
+"""The connection steps every check shares, each timed as its own phase.
 
 resolve (``dns_ms``) → vet every address against the network policy → TCP connect to a vetted
-address (``connect_ms``) → optional TLS handshake with SNI = the host name (``tls_ms``). Doing the
-steps by hand rather than through a client library's connector gives separate, real TCP and TLS
-timings, and guarantees that the address connected to is the one that was vetted.
+address (``connect_ms``) → optional TLS handshake with SNI and name check against a server name
+(``tls_ms``), reporting the peer certificate and warning of its expiry. Doing the steps by hand
+rather than through a client library's connector gives separate, real TCP and TLS timings, and
+guarantees that the address connected to is the one that was vetted.
+
+:func:`open_vetted` hands out asyncio streams (a :class:`Connection`, always ended with
+:meth:`Connection.abort`); :func:`connect_vetted_socket` a plain connected socket for a protocol
+library that wants one of its own (``asyncssh``'s ``sock=``, PyMySQL's ``connect(sock=...)``).
+Once a library has built a transport on that socket, the transport owns it: close it through the
+library, never the socket itself (the event loop would still have the descriptor registered).
 """
 
 from __future__ import annotations
@@ -17,12 +24,9 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-
+from vantage.checks.fields import format_host_port
 from vantage.checks.netpolicy import BlockedAddressError, CheckOptions, IPAddress, vet_addresses
 from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import format_host_port
 
 STREAM_LIMIT = 65536  # longest response line / header block the readers accept
 
@@ -84,41 +88,90 @@ def _connect_error(exc: OSError, where: str) -> str:
     return f"cannot connect to {where}: {reason}"
 
 
-async def open_vetted(host: str, port: int, options: CheckOptions, probe: Probe) -> Connection:
-    """Resolve, vet every address, then connect to the first vetted address that answers.
+async def connect_vetted_socket(
+    host: str, port: int, options: CheckOptions, probe: Probe
+) -> tuple[socket.socket, str]:
+    """Resolve ``host``, vet every address, connect to the first vetted address that answers.
 
-    Raises :class:`CheckFailure` for DNS failures, blocked addresses and connection errors.
+    Returns the connected non-blocking socket and the peer address (also recorded as
+    ``details.peer_ip``). Raises :class:`CheckFailure` for DNS failures, blocked addresses and
+    connection errors; the caller owns the socket (see the module docstring).
     """
     addresses = await resolve(host, port, probe)
     try:
         vet_addresses(addresses, options)
     except BlockedAddressError as exc:
         raise CheckFailure(str(exc)) from None
+    loop = asyncio.get_running_loop()
     errors: list[str] = []
     for address in addresses:
         where = format_host_port(str(address), port)
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
         with probe.phase("connect", "connect_ms"):
             try:
-                reader, writer = await asyncio.open_connection(str(address), port, limit=STREAM_LIMIT)
+                await loop.sock_connect(sock, (str(address), port))
             except OSError as exc:
+                sock.close()
                 errors.append(_connect_error(exc, where))
                 continue
+            except BaseException:
+                sock.close()
+                raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         probe.details["peer_ip"] = str(address)
-        return Connection(reader, writer, str(address), writer.transport)
+        return sock, str(address)
     raise CheckFailure("; ".join(errors))
 
 
-async def start_tls(conn: Connection, context: ssl.SSLContext, server_hostname: str, probe: Probe) -> None:
-    """Upgrade ``conn`` to TLS (SNI and hostname check against ``server_hostname``)."""
+async def open_vetted(host: str, port: int, options: CheckOptions, probe: Probe) -> Connection:
+    """:func:`connect_vetted_socket`, as asyncio streams whose transport owns the socket."""
+    sock, peer = await connect_vetted_socket(host, port, options, probe)
+    try:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
+    except BaseException:
+        sock.close()  # no transport took it
+        raise
+    return Connection(reader, writer, peer, writer.transport)
+
+
+async def secure(
+    conn: Connection,
+    context: ssl.SSLContext,
+    server_name: str,
+    probe: Probe,
+    warning_days: int,
+    *,
+    during: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Upgrade ``conn`` to TLS (SNI and name check against ``server_name``) and report the peer.
+
+    Returns the leaf certificate (:func:`cert_info`) and the session (protocol, cipher); warns when
+    the certificate expires within ``warning_days`` (once per message). ``during`` names the step
+    in error messages (``TLS handshake failed (STARTTLS): ...``).
+    """
+    where = f" ({during})" if during else ""
     with probe.phase("TLS handshake", "tls_ms"):
         try:
-            await conn.writer.start_tls(context, server_hostname=server_hostname)
+            await conn.writer.start_tls(context, server_hostname=server_name)
         except ssl.SSLCertVerificationError as exc:
-            raise CheckFailure(f"TLS certificate verify failed: {exc.verify_message or exc.reason}") from None
+            raise CheckFailure(
+                f"TLS certificate verify failed{where}: {exc.verify_message or exc.reason}"
+            ) from None
         except ssl.SSLError as exc:
-            raise CheckFailure(f"TLS handshake failed: {exc.reason or exc}") from None
+            raise CheckFailure(f"TLS handshake failed{where}: {exc.reason or exc}") from None
         except ConnectionError as exc:
-            raise CheckFailure(f"TLS handshake failed: {_connect_error(exc, conn.peer_ip)}") from None
+            raise CheckFailure(f"TLS handshake failed{where}: {_connect_error(exc, conn.peer_ip)}") from None
+    ssl_object = conn.writer.get_extra_info("ssl_object")
+    cert = cert_info(ssl_object)
+    cipher = ssl_object.cipher() if ssl_object is not None else None
+    session = {"protocol": ssl_object.version() if ssl_object is not None else None,
+               "cipher": cipher[0] if cipher else None}
+    warning = expiry_warning(cert, warning_days)
+    if warning and warning not in probe.warnings:
+        probe.warnings.append(warning)
+    return cert, session
 
 
 @functools.lru_cache(maxsize=32)
@@ -140,17 +193,11 @@ def tls_context(verify: bool, ca_bundle: str | None, alpn: tuple[str, ...] = ())
     return ctx
 
 
-def _name(value: x509.Name) -> str:
-    return value.rfc4514_string()
-
-
-def cert_info(conn: Connection) -> dict[str, Any]:
+def cert_info(ssl_object: ssl.SSLObject | None) -> dict[str, Any]:
     """Subject, issuer, validity, SANs and fingerprint of the peer's leaf certificate."""
-    return cert_info_from_ssl(conn.writer.get_extra_info("ssl_object"))
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
 
-
-def cert_info_from_ssl(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any]:
-    """:func:`cert_info` for an SSL object of any transport (for checks driven by a protocol library)."""
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     if not der:
         return {}
@@ -165,8 +212,8 @@ def cert_info_from_ssl(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict
     except x509.ExtensionNotFound:
         pass
     return {
-        "subject": _name(cert.subject),
-        "issuer": _name(cert.issuer),
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
         "not_before": cert.not_valid_before_utc.isoformat(),
         "not_after": not_after.isoformat(),
         "days_left": int((not_after - now).total_seconds() // 86400),
@@ -174,15 +221,6 @@ def cert_info_from_ssl(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict
         "serial": format(cert.serial_number, "x"),
         "sha256": cert.fingerprint(hashes.SHA256()).hex(),
     }
-
-
-def tls_session_info(conn: Connection) -> dict[str, Any]:
-    """Negotiated protocol version and cipher suite."""
-    ssl_object = conn.writer.get_extra_info("ssl_object")
-    if ssl_object is None:
-        return {}
-    cipher = ssl_object.cipher()
-    return {"protocol": ssl_object.version(), "cipher": cipher[0] if cipher else None}
 
 
 def expiry_warning(info: dict[str, Any], warning_days: int) -> str | None:

@@ -3,42 +3,62 @@
 The agent applies :meth:`DataProtection.apply` to every result before it is stored in the outbox
 or sent. It works on the protocol's result dict (``details`` nested) by key, at any depth:
 
-* ``strip_content`` drops :data:`CONTENT_KEYS` (bodies, excerpts, banners, SFTP listings, query
-  results, server versions, mail servers' reply texts);
-* ``strip_headers`` drops :data:`HEADER_KEYS` (headers, and the redirect chain and final URL,
-  which come from ``Location`` headers);
-* ``strip_ips`` drops :data:`IP_KEYS`, drops the DNS ``answers`` of A/AAAA/PTR checks, and
-  replaces every IPv4/IPv6 literal in every remaining string (error, warnings, URLs, certificate
-  names, DNS answers of other types, even dict keys) with ``<redacted>``.
+* ``strip_content`` drops :data:`CONTENT_KEYS` and the content keys every check type declares
+  (bodies, banners, listings, query results, server versions, mail servers' reply texts);
+* ``strip_headers`` drops :data:`HEADER_KEYS` and the header keys check types declare (headers,
+  and what comes from them, such as the redirect chain and final URL from ``Location``);
+* ``strip_ips`` drops :data:`IP_KEYS` and the IP keys check types declare, drops values that
+  check types declare to be IP addresses given their neighbours (DNS ``answers`` of A/AAAA/PTR
+  queries), and replaces every IPv4/IPv6 literal in every remaining string (error, warnings,
+  URLs, certificate names, even dict keys) with ``<redacted>``.
 
-Error strings produced by :mod:`vantage.checks` never quote response content or headers, so
-they only need the IP scrub.
+A check type declares its keys next to the code that produces them
+(:class:`~vantage.checks.schema.Protect`). Error strings produced by :mod:`vantage.checks` never
+quote response content or headers, so they only need the IP scrub.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from vantage.checks.fields import is_ip
+
 REDACTED = "<redacted>"
 
-CONTENT_KEYS = frozenset(
-    {"body", "body_excerpt", "banner", "excerpt", "content", "received", "response_body"}
-    # ssh / sftp, postgres / mysql: directory listings, query results, server software versions
-    | {"listing", "first_row", "server_version"}
-    # smtp / imap: the server's reply text to a rejected command (banners/greetings are "banner")
-    | {"server_reply"}
-)
-HEADER_KEYS = frozenset(
-    {"headers", "response_headers", "request_headers", "redirects", "final_url", "location", "set_cookie"}
-)
+#: Keys removed whatever the check type: the ones the shared code produces, and common names a
+#: future check might use.
+CONTENT_KEYS = frozenset({"body", "excerpt", "content", "received", "response_body"})
+HEADER_KEYS = frozenset({"response_headers", "request_headers", "location", "set_cookie"})
 IP_KEYS = frozenset(
     {"resolved_ips", "peer_ip", "peer_ips", "peer", "local_ip", "sockname", "peername", "addresses", "ip"}
 )
-IP_ANSWER_TYPES = frozenset({"A", "AAAA", "PTR"})
+
+
+@dataclass(frozen=True)
+class _Keys:
+    content: frozenset[str]
+    headers: frozenset[str]
+    ips: frozenset[str]
+    ip_values: tuple[Callable[[Mapping[str, Any]], frozenset[str]], ...]
+
+
+@functools.cache
+def _keys() -> _Keys:
+    """The generic keys plus every check type's declarations (read once, on first use)."""
+    from vantage.checks.spec import TYPES
+
+    protects = [check.protect for check in TYPES.values()]
+    return _Keys(
+        content=CONTENT_KEYS.union(*(p.content for p in protects)),
+        headers=HEADER_KEYS.union(*(p.headers for p in protects)),
+        ips=IP_KEYS.union(*(p.ips for p in protects)),
+        ip_values=tuple(p.ip_values for p in protects if p.ip_values is not None),
+    )
+
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -55,14 +75,6 @@ _IPV6_CANDIDATE = re.compile(
 _IPV4_CANDIDATE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d]|\.\d)")
 
 
-def _valid_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def scrub_ips(text: str) -> str:
     """Replace every IPv4 and IPv6 literal in ``text`` with ``<redacted>``."""
 
@@ -71,12 +83,12 @@ def scrub_ips(text: str) -> str:
         candidate = value.split("%", 1)[0]
         if candidate.endswith(":") and not candidate.endswith("::"):
             candidate = candidate[:-1]  # "::1:" in "[::1]:443"-like text without brackets
-            return REDACTED + ":" if _valid_ip(candidate) else value
-        return REDACTED if _valid_ip(candidate) else value
+            return REDACTED + ":" if is_ip(candidate) else value
+        return REDACTED if is_ip(candidate) else value
 
     def v4(match: re.Match[str]) -> str:
         value = match.group(0)
-        return REDACTED if _valid_ip(value) else value
+        return REDACTED if is_ip(value) else value
 
     return _IPV4_CANDIDATE.sub(v4, _IPV6_CANDIDATE.sub(v6, text))
 
@@ -118,13 +130,14 @@ class DataProtection:
         return self.strip_content or self.strip_headers or self.strip_ips
 
     def _denied(self) -> frozenset[str]:
+        keys = _keys()
         denied: frozenset[str] = frozenset()
         if self.strip_content:
-            denied |= CONTENT_KEYS
+            denied |= keys.content
         if self.strip_headers:
-            denied |= HEADER_KEYS
+            denied |= keys.headers
         if self.strip_ips:
-            denied |= IP_KEYS
+            denied |= keys.ips
         return denied
 
     def apply(self, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,10 +148,12 @@ class DataProtection:
     def _clean(self, value: Any, denied: frozenset[str]) -> Any:
         if isinstance(value, Mapping):
             out: dict[Any, Any] = {}
-            ip_answers = self.strip_ips and str(value.get("record_type", "")).upper() in IP_ANSWER_TYPES
+            here = denied  # plus, at this level only, keys whose values are IPs given their neighbours
+            if self.strip_ips:
+                here = denied.union(*(ip_values(value) for ip_values in _keys().ip_values))
             for key, item in value.items():
                 name = str(key)
-                if name in denied or (ip_answers and name == "answers"):
+                if name in here:
                     continue
                 if self.strip_ips and isinstance(key, str):
                     key = scrub_ips(key)

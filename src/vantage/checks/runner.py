@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from vantage.checks.database import run_mysql, run_postgres
-from vantage.checks.dns import run_dns
-from vantage.checks.http import run_http
-from vantage.checks.http_multistep import run_http_multistep
-from vantage.checks.imap import run_imap
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, CheckResult, Probe
-from vantage.checks.smtp import run_smtp
-from vantage.checks.spec import CheckSpecError, validate_spec
-from vantage.checks.ssh import run_ssh
-from vantage.checks.tcp import run_tcp
-from vantage.checks.tls import run_tls
-
-Runner = Callable[[Mapping[str, Any], CheckOptions, Probe], Awaitable[None]]
-
-RUNNERS: dict[str, Runner] = {"http": run_http, "tcp": run_tcp, "dns": run_dns, "tls": run_tls,
-    "ssh": run_ssh, "postgres": run_postgres, "mysql": run_mysql,
-    "smtp": run_smtp, "imap": run_imap, "http_multistep": run_http_multistep}
+from vantage.checks.schema import CheckSpecError
+from vantage.checks.spec import check_type, validate_spec
 
 
 async def run_check(spec: Mapping[str, Any], options: CheckOptions) -> CheckResult:
@@ -51,7 +37,7 @@ async def run_check(spec: Mapping[str, Any], options: CheckOptions) -> CheckResu
     timer = asyncio.timeout(timeout)
     try:
         async with timer:
-            await RUNNERS[norm["type"]](norm, options, probe)
+            await check_type(norm["type"]).run(norm, options, probe)
     except TimeoutError:
         if timer.expired():
             error = f"timed out after {timeout} s during {probe.stage}"

@@ -1,4 +1,8 @@
-"""The ``tcp`` check: connect to a vetted address, optionally send a string and expect a reply."""
+"""The ``tcp`` check: connect to a vetted address, optionally send a string and expect a reply.
+
+Details: ``banner`` (the first 1024 characters read: content), ``bytes_read``. Phases: ``dns_ms``,
+``connect_ms``, ``first_byte_ms``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from vantage.checks.fields import HOST_PORT_TARGET, parse_host_port
 from vantage.checks.net import open_vetted
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import parse_host_port
+from vantage.checks.schema import CheckType, Protect, Text
 
 READ_LIMIT = 65536  # bytes read at most while waiting for ``expect``
 EXCERPT_CHARS = 1024
+MAX_SEND = 65536
 
 
 async def run_tcp(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) -> None:
@@ -62,3 +68,17 @@ async def run_tcp(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) 
             raise CheckFailure(f"expected {expect!r} not received ({why} after {len(received)} bytes)")
     finally:
         conn.abort()
+
+
+CHECK = CheckType(
+    name="tcp",
+    description="A TCP connection to a vetted address; optionally send a string and expect text in the reply.",
+    target=HOST_PORT_TARGET,
+    fields={
+        "send": Text(max_length=MAX_SEND, description="text to send once connected (UTF-8)"),
+        "expect": Text(description=f"text the reply must contain within its first {READ_LIMIT} bytes"),
+    },
+    run=run_tcp,
+    example={"type": "tcp", "target": "redis.example.internal:6379", "send": "PING\r\n", "expect": "PONG"},
+    protect=Protect(content=frozenset({"banner"})),
+)

@@ -1,21 +1,25 @@
-"""The ``tls`` check: handshake with a vetted address and report the certificate."""
+"""The ``tls`` check: handshake with a vetted address and report the certificate.
+
+Details: ``cert`` (subject, issuer, validity, SANs, serial, SHA-256), ``server_name``, ``protocol``,
+``cipher``. Phases: ``dns_ms``, ``connect_ms``, ``tls_ms``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from vantage.checks.net import (
-    cert_info,
-    expiry_warning,
-    open_vetted,
-    start_tls,
-    tls_context,
-    tls_session_info,
+from vantage.checks.fields import (
+    CERT_EXPIRY_WARNING_DAYS,
+    HOST_PORT_TARGET,
+    SERVER_NAME,
+    VERIFY_TLS,
+    parse_host_port,
 )
+from vantage.checks.net import open_vetted, secure, tls_context
 from vantage.checks.netpolicy import CheckOptions
 from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import parse_host_port
+from vantage.checks.schema import CheckType
 
 
 async def run_tls(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) -> None:
@@ -30,15 +34,22 @@ async def run_tls(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) 
     server_name = str(spec["server_name"] or host)
     conn = await open_vetted(host, port, options, probe)
     try:
-        await start_tls(conn, tls_context(bool(spec["verify"]), options.ca_bundle), server_name, probe)
-        info = cert_info(conn)
-        probe.details["cert"] = info
-        probe.details["server_name"] = server_name
-        probe.details.update(tls_session_info(conn))
+        context = tls_context(bool(spec["verify"]), options.ca_bundle)
+        cert, session = await secure(conn, context, server_name, probe, int(spec["cert_expiry_warning_days"]))
     finally:
         conn.abort()
-    warning = expiry_warning(info, int(spec["cert_expiry_warning_days"]))
-    if warning:
-        probe.warnings.append(warning)
-    if info.get("days_left", 0) < 0:
-        raise CheckFailure(f"certificate expired on {info['not_after']}")
+    probe.details["cert"] = cert
+    probe.details["server_name"] = server_name
+    probe.details.update(session)
+    if cert.get("days_left", 0) < 0:
+        raise CheckFailure(f"certificate expired on {cert['not_after']}")
+
+
+CHECK = CheckType(
+    name="tls",
+    description="A TLS handshake with a vetted address: certificate chain, name and expiry.",
+    target=HOST_PORT_TARGET,
+    fields={"server_name": SERVER_NAME, "verify": VERIFY_TLS, "cert_expiry_warning_days": CERT_EXPIRY_WARNING_DAYS},
+    run=run_tls,
+    example={"type": "tls", "target": "ldap.example.internal:636", "cert_expiry_warning_days": 30},
+)

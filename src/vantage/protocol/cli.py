@@ -1,4 +1,4 @@
-"""``vantage keygen PATH [--force]``: create (or show) an Ed25519 private key file."""
+"""``vantage keygen PATH [--force]`` and ``vantage identity PATH``: create (or show) an Ed25519 private key file."""
 
 from __future__ import annotations
 
@@ -60,4 +60,32 @@ def keygen_main(argv: list[str]) -> int:
         return 1
     result = {"path": str(path), "keyid": key_id(key), "public_key": public_key_b64(key), "created": created}
     sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+def identity_main(argv: list[str]) -> int:
+    """``vantage identity PATH``: create or read an instance identity key; 0, 1 on error, 2 on bad usage.
+
+    Prints one JSON object ``{"public_key", "key_id", "created"}`` and never the private key. Windows
+    hosts run it inside the checkpoint image, whose Python has Ed25519 (docs/windows.md, "Identity").
+    """
+    parser = _Parser(
+        prog="vantage identity",
+        description=(
+            "Create an instance's Ed25519 identity key (PKCS#8 PEM) at PATH unless one exists, and print "
+            'one JSON object {"public_key", "key_id", "created"}. An existing key is never replaced.'
+        ),
+    )
+    parser.add_argument("path", metavar="PATH", help="identity key file")
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        sys.stderr.write(f"{parser.format_usage()}vantage identity: error: {exc}\n")
+        return 2
+    try:
+        key, created = load_or_create_private_key(Path(args.path).absolute())
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"vantage identity: error: {exc}\n")
+        return 1
+    sys.stdout.write(json.dumps({"public_key": public_key_b64(key), "key_id": key_id(key), "created": created}) + "\n")
     return 0

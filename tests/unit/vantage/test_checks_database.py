@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from vantage.checks import DataProtection, validate_spec
-from vantage.checks.database import _assert_row, _matches, _mysql_greeting
+from vantage.checks.database import _matches, assert_row
+from vantage.checks.mysql import parse_greeting
 from vantage.checks.result import CheckFailure, Probe
 from vantage.checks.spec import CheckSpecError
 
@@ -70,16 +71,16 @@ def _greeting(version: bytes, caps: int) -> bytes:
             + b"\x15" + b"\x00" * 10)
 
 
-def test_mysql_greeting() -> None:
-    assert _mysql_greeting(_greeting(b"5.5.5-10.11.6-MariaDB-0+deb12u1", 0x0800 | 0x0200)) == (
+def testparse_greeting() -> None:
+    assert parse_greeting(_greeting(b"5.5.5-10.11.6-MariaDB-0+deb12u1", 0x0800 | 0x0200)) == (
         "10.11.6-MariaDB-0+deb12u1", 0x0A00)
-    assert _mysql_greeting(_greeting(b"8.0.36", 0x000F_A200))[1] & 0x0800 == 0
+    assert parse_greeting(_greeting(b"8.0.36", 0x000F_A200))[1] & 0x0800 == 0
     with pytest.raises(CheckFailure, match="error 1130: Host 'x' is not allowed"):
-        _mysql_greeting(b"\xff" + struct.pack("<H", 1130) + b"Host 'x' is not allowed to connect")
+        parse_greeting(b"\xff" + struct.pack("<H", 1130) + b"Host 'x' is not allowed to connect")
     with pytest.raises(CheckFailure, match="not a MySQL server"):
-        _mysql_greeting(b"HTTP/1.1 400 Bad Request\r\n")
+        parse_greeting(b"HTTP/1.1 400 Bad Request\r\n")
     with pytest.raises(CheckFailure, match="truncated"):
-        _mysql_greeting(b"\x0a8.0\x00abc")
+        parse_greeting(b"\x0a8.0\x00abc")
 
 
 @pytest.mark.parametrize(
@@ -98,14 +99,14 @@ def test_matches(expected: Any, actual: Any, ok: bool) -> None:
 def test_assert_row_never_quotes_the_actual_value() -> None:
     probe = Probe()
     with pytest.raises(CheckFailure) as info:
-        _assert_row("expected-value", ("response-canary", 2), probe)
+        assert_row("expected-value", ("response-canary", 2), probe)
     assert "response-canary" not in str(info.value) and "expected-value" in str(info.value)
     assert probe.details["first_row"] == ["response-canary", "2"]
     with pytest.raises(CheckFailure, match="got 2 values"):
-        _assert_row([1], ("a", 2), Probe())
+        assert_row([1], ("a", 2), Probe())
     with pytest.raises(CheckFailure, match="no rows"):
-        _assert_row(1, None, Probe())
-    _assert_row(None, None, Probe())  # no expectation: nothing to assert
+        assert_row(1, None, Probe())
+    assert_row(None, None, Probe())  # no expectation: nothing to assert
 
 
 def test_data_protection_strips_results_versions_and_listings() -> None:

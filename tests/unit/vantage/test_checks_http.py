@@ -345,7 +345,7 @@ async def test_blocked_range_refused_before_connecting(monkeypatch: pytest.Monke
     async def no_connect(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a connection was attempted")
 
-    monkeypatch.setattr("vantage.checks.net.asyncio.open_connection", no_connect)
+    monkeypatch.setattr(asyncio.get_running_loop(), "sock_connect", no_connect)
     result = await run_check(http("http://169.254.169.254/latest/meta-data/"), OPTS)
     assert not result.ok
     assert result.error is not None
