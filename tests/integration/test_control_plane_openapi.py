@@ -23,6 +23,7 @@ from schemathesis.checks import (
 from support.agents import Identity
 from support.processes import ControlPlaneProcess
 
+from vantage.checks import CHECK_TYPES, spec_schema
 from vantage.control_plane.api_monitors import MONITOR_BODY
 from vantage.control_plane.web_common import ROUTES
 
@@ -55,8 +56,14 @@ def test_the_document_is_derived_from_the_routes(live: ControlPlaneProcess) -> N
     documented = {(path, method) for path, ops in document["paths"].items() for method in ops}
     assert documented == declared
     body = document["paths"]["/api/v1/monitors"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    for name, schema in MONITOR_BODY.fields.items():  # the very schema the handler validates with
-        assert body["properties"][name] == schema.document()
+    assert body["discriminator"]["propertyName"] == "type"
+    for kind in CHECK_TYPES:  # each check type's spec, with the monitor's own fields
+        monitor = document["components"]["schemas"][f"monitor-{kind}"]
+        assert {"$ref": f"#/components/schemas/monitor-{kind}"} in body["oneOf"]
+        for name, schema in MONITOR_BODY.fields.items():  # the very schema the handler validates with
+            assert monitor["properties"][name] == schema.document()
+        assert monitor["properties"]["type"] == spec_schema(kind)["properties"]["type"]
+        assert {"name", "checkpoint", "type"} <= set(monitor["required"])
     put_cp = document["paths"]["/api/v1/checkpoints/{cp}"]["put"]
     assert put_cp["parameters"][0]["schema"]["pattern"] == "^(?:[a-z0-9][a-z0-9-]{0,62})$"
     assert {"401", "403", "404", "422"} <= set(put_cp["responses"])

@@ -38,7 +38,7 @@ NAME = Str(rule="name")
 MONITOR_BODY = Obj(
     {"name": Str(max_len=200, nonblank=True), "checkpoint": NAME,
      "interval_s": Num(minimum=1, maximum=MAX_INTERVAL_S, description="seconds between runs (default 60)")},
-    required=("name", "checkpoint", "type", "target"), extra=CHECK_SPEC, name="NewMonitor",
+    required=("name", "checkpoint", "type"), extra=CHECK_SPEC, name="NewMonitor",
 )
 MONITOR_FIELDS = {
     "id": Str(max_len=36), "name": Str(max_len=200), "checkpoint": NAME, "interval_s": Num(), "timeout_s": Num(),

@@ -12,16 +12,15 @@ import functools
 from typing import Any
 
 from vantage import __version__
-from vantage.control_plane.schema import Anything, Obj, Schema, Str
+from vantage.checks import CHECK_TYPES, spec_schema
+from vantage.control_plane.schema import Anything, Obj, Schema
 from vantage.control_plane.web_common import ERROR, ROUTES, Route
 
 #: The check spec's own fields (``type``, ``target``, ``timeout_s`` and the type-specific ones)
-#: in a monitor body. They are validated by ``vantage.checks.validate_spec``; the document
-#: describes them loosely for now. This is the one place where a schema of the check specs
-#: (``vantage.checks.spec_schema``) plugs in.
+#: in a monitor body: validated by ``vantage.checks.validate_spec``, documented by
+#: ``vantage.checks.spec_schema`` — both made from the check types' own declarations.
 CHECK_SPEC: Schema = Anything(description="a check spec field (validated by vantage.checks.validate_spec)")
-CHECK_SPEC_REQUIRED = {"type": Str(max_len=64, description="check type: http, tcp, dns, tls, …"),
-                       "target": Str(max_len=2048, description="what the check probes")}
+MONITOR_REF = "#/components/schemas/monitor-{type}"
 
 ERRORS = {
     401: "no token, or an unknown one",
@@ -38,11 +37,28 @@ def _content(schema: Schema | str) -> dict[str, Any]:
     return {"application/json": {"schema": schema.document()}}
 
 
-def _body_schema(body: Obj) -> dict[str, Any]:
-    out = body.document()
-    if body.extra is CHECK_SPEC:  # a monitor: its spec's common fields are known
-        out["properties"].update({k: s.document() for k, s in CHECK_SPEC_REQUIRED.items()})
+def monitor_schemas(body: Obj) -> dict[str, dict[str, Any]]:
+    """One schema per check type: that type's spec (``spec_schema``) plus the monitor's own fields."""
+    own = {name: schema.document() for name, schema in body.fields.items()}
+    required = [name for name in body.required if name in body.fields]
+    out: dict[str, dict[str, Any]] = {}
+    for kind in CHECK_TYPES:
+        spec = spec_schema(kind)
+        out[f"monitor-{kind}"] = {
+            **spec,
+            "title": f"monitor with a {kind} check",
+            "properties": {**own, **spec["properties"]},
+            "required": [*required, *spec.get("required", [])],
+        }
     return out
+
+
+def _body_schema(body: Obj) -> dict[str, Any]:
+    if body.extra is not CHECK_SPEC:
+        return body.document()
+    refs = {kind: MONITOR_REF.format(type=kind) for kind in CHECK_TYPES}  # a monitor: one of the check types
+    return {"oneOf": [{"$ref": ref} for ref in refs.values()], "discriminator": {"propertyName": "type",
+                                                                                 "mapping": refs}}
 
 
 def _operation(route: Route) -> dict[str, Any]:
@@ -83,8 +99,11 @@ def _operation(route: Route) -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """The document (built once per process: the routes do not change while it runs)."""
     paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+        if route.body is not None and route.body.extra is CHECK_SPEC:
+            schemas.update(monitor_schemas(route.body))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -94,7 +113,7 @@ def document() -> dict[str, Any]:
                            "websocket (/api/v1/agent/connect) is described in docs/protocol.md.",
         },
         "paths": dict(sorted(paths.items())),
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
 
 
