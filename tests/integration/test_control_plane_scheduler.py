@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from support.agents import (
     Api,
@@ -24,7 +24,7 @@ from support.agents import (
 )
 from support.waiting import eventually
 
-from vantage.control_plane.db import Dispatch
+from vantage.control_plane.db import Dispatch, Monitor
 from vantage.control_plane.scheduler import prune
 from vantage.protocol import TrustStore
 
@@ -245,6 +245,27 @@ async def test_a_forged_result_id_cannot_stop_scheduling(server: RunningServer, 
     await other.close()
 
 
+async def test_a_monitor_that_cannot_be_dispatched_does_not_stop_the_others(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """A broken row (here: a spec that is no longer JSON) is skipped and logged; the rest is dispatched."""
+    site = await Site(server, http).up("a")
+    broken = await site.monitor(name="broken", interval_s=3600)
+    agent, first = await site.next()
+    await agent.result(first, ok=True)
+
+    def corrupt(db: Session) -> None:
+        db.execute(update(Monitor).where(Monitor.id == broken["id"]).values(spec_json="{", next_due=0.0))
+
+    await server.core.store.run(corrupt)
+    healthy = await site.monitor(name="healthy", interval_s=1)
+    for _ in range(2):  # the broken one comes first in due order, every tick
+        _agent, instr = await site.next(timeout=5)
+        assert instr["body"]["monitor_id"] == healthy["id"]
+        await _agent.result(instr, ok=True)
+    await site.close()
+
+
 async def _has_results(site: Site, monitor_id: str) -> bool:
     return bool(await site.results(monitor_id))
 
@@ -267,10 +288,10 @@ async def test_data_protection_enforced_again_on_receipt(server: RunningServer, 
 
 
 async def test_checkpoint_unavailable_after_grace(server: RunningServer, http: aiohttp.ClientSession) -> None:
+    started = time.monotonic()  # before the checkpoint exists: the grace counts from its creation
     site = await Site(server, http).up("a", connect=False)
     await Site(server, http, cp="off").up()
     await site.api.ok("POST", "/api/v1/checkpoints/off/state", {"state": "disabled", "reason": "decommissioned"})
-    started = time.monotonic()
     alerts = await eventually(site.alerts, timeout=5)
     assert time.monotonic() - started >= 1.5  # grace is 2 s from the checkpoint's creation
     assert [(a["kind"], a["subject"]) for a in alerts] == [("checkpoint_unavailable", "site1")]

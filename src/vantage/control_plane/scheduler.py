@@ -332,7 +332,13 @@ def claim_due(db: Session, ctx: Context, batch: int) -> Effects:
         target = choose([c for c in pool if c.healthy], avoid=monitor.last_instance)
         if target is None:
             continue  # stays due; the checkpoint's state and alert tell why
-        out = new_dispatch(db, ctx, monitor, target, attempt=1)
+        try:
+            with db.begin_nested():  # one monitor that cannot be dispatched must not stop the others
+                out = new_dispatch(db, ctx, monitor, target, attempt=1)
+        except Exception:
+            log.exception("monitor %s cannot be dispatched; skipped until its next due time", monitor.id)
+            monitor.next_due = ctx.t + monitor.interval_s
+            continue
         if out is not None:
             effects.deliveries.append(out)
             pool[pool.index(target)] = replace(target, pending=target.pending + 1)
@@ -553,11 +559,16 @@ def availability(db: Session, ctx: Context, grace: float) -> Effects:
         if any_connected:
             continue
         since = max(last_gone or 0.0, created_at, up_since)
-        if ctx.t - since >= grace:
-            effects.alert(open_alert(
-                db, CHECKPOINT_UNAVAILABLE, name,
-                f"no instance of checkpoint {name} has been connected for {round(ctx.t - since)} s", ctx.t,
-            ))
+        if ctx.t - since < grace:
+            continue
+        try:
+            with db.begin_nested():  # one checkpoint's trouble must not keep the others' alerts back
+                effects.alert(open_alert(
+                    db, CHECKPOINT_UNAVAILABLE, name,
+                    f"no instance of checkpoint {name} has been connected for {round(ctx.t - since)} s", ctx.t,
+                ))
+        except Exception:
+            log.exception("checkpoint_unavailable for %s could not be opened", name)
     return effects
 
 
