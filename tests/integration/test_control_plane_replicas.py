@@ -108,12 +108,11 @@ async def test_two_replicas_share_one_fleet_and_survive_a_kill(tmp_path: Path, p
             assert any(body["monitor_id"] in monitors for body in a.ran) and any(
                 body["monitor_id"] in monitors for body in b.ran)
 
-            # kill replica 1 while a has checks in flight
-            in_flight = [body["check_id"] for body in a.ran if body["check_id"] not in a.outbox
-                         and body["check_id"] not in a.acked]
+            # kill replica 1 while a has checks in flight (received, not yet acknowledged)
+            await eventually(lambda: _running(a), timeout=10, interval=0.01, what="a check running on a")
+            in_flight = [body["check_id"] for body in a.ran if body["check_id"] not in a.acked]
             killed_at = time.time()
             r1.kill()
-            assert in_flight, "a had no check in flight when replica 1 died"
             await eventually(lambda: a.connected_to == r2.ws_url, timeout=10, what="a to reconnect to replica 2")
             await asyncio.sleep(2 + 3 + 2)  # replica timeout, result margin, a few more due times
             after = _rows(pg, "SELECT DISTINCT monitor_id FROM dispatches WHERE dispatched_at > :t",
@@ -146,6 +145,12 @@ async def test_two_replicas_share_one_fleet_and_survive_a_kill(tmp_path: Path, p
             await agent.stop()
         for replica in replicas:
             replica.stop()
+
+
+def _running(agent: SimAgent) -> list[str]:
+    """Checks the agent is running now (received, no result yet)."""
+    return [body["check_id"] for body in agent.ran if body["check_id"] not in agent.outbox
+            and body["check_id"] not in agent.acked]
 
 
 def _both_connected(replica: ControlPlaneProcess) -> dict[str, Any] | None:
