@@ -17,7 +17,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 MOLECULE_SCENARIOS ?= $(sort $(notdir $(wildcard molecule/*)))
 
-.PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy bench bench-peer \
+.PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy bench bench-peer bench-cp \
         sanity lint units pylint-src pytest plugin-units windows-tests molecule clean
 
 help:
@@ -27,6 +27,7 @@ help:
 	@echo "make sandbox-destroy - remove the sandbox hosts"
 	@echo "make bench       - print the agent benchmark figures (real control plane)"
 	@echo "make bench-peer  - compare the agent with Prometheus blackbox_exporter (PROFILE=file adds a py-spy profile)"
+	@echo "make bench-cp    - print the control plane load figures (1,000 and 5,000 sessions)"
 
 setup: prereqs venv engine images app-images collection-link
 
@@ -80,7 +81,7 @@ units: pylint-src pytest plugin-units windows-tests
 # collection's own content; see docs/testing.md).
 pylint-src: venv
 	@echo "== ruff + mypy (src/vantage)"
-	@$(VENV)/bin/ruff check $(wildcard src tests/conftest.py tests/unit/vantage tests/integration tests/windows benchmarks)
+	@$(VENV)/bin/ruff check $(wildcard src tests/conftest.py tests/support tests/unit/vantage tests/integration tests/windows benchmarks)
 	@$(VENV)/bin/mypy
 	@shellcheck images/build.sh images/build-windows-context.sh .ci/run
 
@@ -142,6 +143,11 @@ bench-peer: venv
 	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v prometheus-blackbox-exporter >/dev/null \
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PEER_PACKAGES); }
 	@$(VENV)/bin/python benchmarks/bench_peer.py $(if $(PROFILE),--profile $(PROFILE))
+
+# Sessions held, memory per session and dispatch-to-result latency of one control plane on one
+# core, with SQLite and with PostgreSQL (not a test; several minutes).
+bench-cp: venv
+	@$(VENV)/bin/python benchmarks/bench_control_plane.py
 
 sandbox-destroy:
 	@docker ps -aq --filter label=io.vantage.sandbox=true | xargs -r docker rm -f >/dev/null

@@ -47,17 +47,19 @@ import secrets
 import shutil
 import signal
 import sqlite3
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.pki import Pki, make_pki
+from support.waiting import wait_until
 
 VANTAGE = [sys.executable, "-m", "vantage"]
 CHECKPOINT = "bench"
@@ -75,17 +77,6 @@ class CannotMeasure(Exception):
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise CannotMeasure(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 #: Variables of a developer's shell that the processes measured would not see in their images:
@@ -195,33 +186,6 @@ class Target:
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait(10)
-
-
-# ----------------------------------------------------------------------------- TLS
-
-
-@dataclass
-class Pki:
-    ca: Path
-    cert: Path
-    key: Path
-    client: ssl.SSLContext
-    server: ssl.SSLContext
-
-
-def make_pki(directory: Path) -> Pki:
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
-    cert.private_key_pem.write_to_path(str(directory / "server.key"))
-    for index, blob in enumerate(cert.cert_chain_pems):
-        blob.write_to_path(str(directory / "server.pem"), append=index > 0)
-    client = ssl.create_default_context(cafile=str(directory / "ca.pem"))
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(str(directory / "server.pem"), str(directory / "server.key"))
-    return Pki(directory / "ca.pem", directory / "server.pem", directory / "server.key", client, server)
 
 
 # ----------------------------------------------------------------------------- processes

@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,12 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from support.net import free_port
+from support.postgres import BINARIES, PostgresServer
+from support.postgres import postgres_server as _postgres_server
+from support.postgres import server_dir as _base_dir
 
 
 def need(*binaries: str) -> None:
@@ -69,19 +66,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def _base_dir(prefix: str, owner: str | None = None) -> Iterator[Path]:
-    # Not under pytest's tmp_path: that is private to root, and servers drop to their own user.
-    base = Path(tempfile.mkdtemp(prefix=prefix))
-    base.chmod(0o755)
-    if owner is not None and os.geteuid() == 0:
-        shutil.chown(base, owner, owner)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@contextmanager
 def silent_listener() -> Iterator[int]:
     """A TCP port that accepts connections and never sends a byte (for timeout tests)."""
     server = socket.socket()
@@ -114,63 +98,14 @@ def silent_listener() -> Iterator[int]:
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 
-def _as_postgres(args: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: drop to the ``postgres`` user when we are root."""
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *args]
-    return args
-
-
-@dataclass
-class PostgresServer:
-    port: int
-    base: Path
-
-    def psql(self, sql: str) -> str:
-        """Run ``sql`` as the superuser over the Unix socket (trust) and return the output."""
-        out = subprocess.run(
-            _as_postgres(["psql", "-h", str(self.base), "-p", str(self.port), "-U", "postgres", "-d", "postgres",
-                          "-v", "ON_ERROR_STOP=1", "-Atqc", sql]),
-            check=True, capture_output=True, text=True, timeout=60,
-        )
-        return out.stdout
-
-
 @contextmanager
 def postgres_server(
     tls: tuple[Path, Path] | None = None, host_auth: str = "trust"
 ) -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster on 127.0.0.1 (``initdb`` + ``pg_ctl``), optionally with TLS.
-
-    ``tls`` is ``(cert_chain_pem, key_pem)``; ``host_auth`` the ``pg_hba`` method for TCP clients
-    (``trust`` or ``scram-sha-256``). The Unix socket in the base directory always trusts.
-    """
-    need("initdb", "pg_ctl")
-    port = free_port()
-    with _base_dir("vantage-pg-", "postgres") as base:
-        data = base / "data"
-        subprocess.run(_as_postgres(["initdb", "-D", str(data), "-A", "trust", "-U", "postgres"]),
-                       check=True, capture_output=True, timeout=120)
-        (data / "pg_hba.conf").write_text(
-            f"local all all trust\nhost all all 127.0.0.1/32 {host_auth}\nhost all all ::1/128 {host_auth}\n"
-        )
-        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-        if tls is not None:
-            for src, name in zip(tls, ("server.crt", "server.key"), strict=True):
-                shutil.copy(src, data / name)
-                (data / name).chmod(0o600)
-                if os.geteuid() == 0:
-                    shutil.chown(data / name, "postgres", "postgres")
-            options += " -c ssl=on"
-        subprocess.run(
-            _as_postgres(["pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(base / "log"), "start"]),
-            check=True, capture_output=True, timeout=120,
-        )
-        try:
-            yield PostgresServer(port, base)
-        finally:
-            subprocess.run(_as_postgres(["pg_ctl", "-D", str(data), "-m", "immediate", "stop"]),
-                           check=False, capture_output=True, timeout=60)
+    """:func:`support.postgres.postgres_server`, skipped (a failure under VANTAGE_NO_SKIP=1) without it."""
+    need(*BINARIES)
+    with _postgres_server(tls, host_auth) as server:
+        yield server
 
 
 # --- MariaDB ------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from support.pki import Pki, make_pki
+from support.waiting import wait_until
 
 from vantage.protocol import generate_key, public_key_b64, write_private_key
 
@@ -32,18 +33,6 @@ VANTAGE = [sys.executable, "-m", "vantage"]
 CANARY_BODY = "e2e-canary-body-5c1d2f"
 CANARY_HEADER = "e2e-canary-header-0a9b7e"
 T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -69,28 +58,9 @@ def _tail(path: Path, lines: int = 40) -> str:
 # ----------------------------------------------------------------------------- PKI
 
 
-@dataclass
-class Pki:
-    ca_pem: Path
-    cert_pem: Path
-    key_pem: Path
-    client_context: ssl.SSLContext
-
-
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    import trustme
-
-    directory = tmp_path_factory.mktemp("pki")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
-    cert.private_key_pem.write_to_path(str(directory / "server.key"))
-    cert.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
-    for blob in cert.cert_chain_pems[1:]:
-        blob.write_to_path(str(directory / "server.pem"), append=True)
-    context = ssl.create_default_context(cafile=str(directory / "ca.pem"))
-    return Pki(directory / "ca.pem", directory / "server.pem", directory / "server.key", context)
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 # ----------------------------------------------------------------------------- control plane
@@ -140,8 +110,8 @@ class ControlPlane:
             "--db", f"sqlite:///{self.db_path}",
             "--signing-key", str(self.workdir / "signing.pem"),
             "--admin-token-file", str(self.workdir / "admin.token"),
-            "--tls-cert", str(self.pki.cert_pem),
-            "--tls-key", str(self.pki.key_pem),
+            "--tls-cert", str(self.pki.cert),
+            "--tls-key", str(self.pki.key),
             "--heartbeat-interval", str(self.heartbeat_interval),
             "--unavailable-grace", str(self.unavailable_grace),
             "--scheduler-tick", str(self.scheduler_tick),
@@ -182,7 +152,7 @@ class ControlPlane:
             request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(
-                request, data, timeout=10, context=self.pki.client_context
+                request, data, timeout=10, context=self.pki.client
             ) as response:
                 text = response.read().decode()
         except urllib.error.HTTPError as exc:
@@ -193,7 +163,7 @@ class ControlPlane:
         """The body of an authenticated GET, as text (to grep)."""
         request = urllib.request.Request(self.url + path)
         request.add_header("Authorization", f"Bearer {self.admin_token}")
-        with urllib.request.urlopen(request, timeout=10, context=self.pki.client_context) as response:
+        with urllib.request.urlopen(request, timeout=10, context=self.pki.client) as response:
             body: str = response.read().decode()
             return body
 
@@ -278,7 +248,7 @@ class AgentProcess:
             VANTAGE_INSTANCE=self.instance,
             VANTAGE_IDENTITY_KEY=str(self.workdir / "identity.pem"),
             VANTAGE_TRUSTED_KEYS=str(self.workdir / "trusted_keys.json"),
-            VANTAGE_CA_BUNDLE=str(self.cp.pki.ca_pem),
+            VANTAGE_CA_BUNDLE=str(self.cp.pki.ca),
             VANTAGE_STATE_DIR=str(self.state_dir),
             **self.env_extra,
         )

@@ -25,18 +25,13 @@ from pathlib import Path
 
 import pytest
 import trustme
+from support.net import free_port
 
 EXIM = "/usr/sbin/exim4"
 DOVECOT = "/usr/sbin/dovecot"
 MAIL_USER = "probe"
 #: A canary password: it must never appear in any check result.
 CANARY_PASSWORD = "Canary-9f2e7c1b-pw"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15.0) -> None:

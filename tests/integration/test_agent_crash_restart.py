@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
+from support.waiting import eventually
 
 from vantage.agent.journal import read_journal
-from vantage.control_plane.testing import eventually
 from vantage.protocol import (
     TrustStore,
     generate_key,

@@ -15,8 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from check_servers import postgres_server
+from support.agents import Api, FakeAgent, Identity, make_settings, start_server
+from support.waiting import eventually
 
-from vantage.control_plane.testing import Api, FakeAgent, Identity, eventually, make_settings, start_server
 from vantage.protocol import TrustStore
 
 pytestmark = [
@@ -53,7 +54,7 @@ async def test_postgres_full_flow_and_restart(tmp_path: Path, postgres_url: str)
                 await agent.connect(auto_heartbeat=True)
             monitor = await api.ok("POST", "/api/v1/monitors",
                                    {"name": "db", "checkpoint": "site1", "type": "tcp", "target": "db:5432"})
-            from vantage.control_plane.testing import first_instruction
+            from support.agents import first_instruction
 
             first_agent, first = await first_instruction(agents, trust)
             await first_agent.result(first, ok=False, error="refused")

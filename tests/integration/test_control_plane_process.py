@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -10,14 +11,14 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import trustme
+from support.agents import Api, FakeAgent, Identity
+from support.pki import make_pki
+from support.waiting import eventually
 
-from vantage.control_plane.testing import Api, FakeAgent, Identity, eventually
 from vantage.protocol import TrustStore, key_id, load_private_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,18 +28,9 @@ READY = re.compile(r"vantage control-plane listening on (https?://127\.0\.0\.1:(
 
 
 @pytest.fixture
-def tls(tmp_path: Path) -> Iterator[tuple[Path, Path, ssl.SSLContext]]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    chain, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_pem.write_to_path(str(key))
-    cert.cert_chain_pems[0].write_to_path(str(chain))
-    for extra in cert.cert_chain_pems[1:]:
-        with chain.open("ab") as handle:
-            handle.write(extra.bytes())
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    yield chain, key, client
+def tls(tmp_path: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    pki = make_pki(tmp_path / "pki")
+    return pki.cert, pki.key, pki.client
 
 
 class Served:
@@ -176,3 +168,55 @@ def test_listen_address_in_use(tmp_path: Path) -> None:
         )
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+async def test_no_credential_reaches_the_log(tmp_path: Path, tls: tuple[Path, Path, ssl.SSLContext]) -> None:
+    """Whatever a client puts where (query, headers, path, a websocket frame), no credential is logged.
+
+    The access log names the route (``/api/v1/checkpoints/{cp}``), never the request's own path
+    or query, and every log line passes a filter that blanks tokens.
+    """
+    served = Served(tmp_path, tls)
+    issued = ""
+    secrets_sent: list[str] = []
+    connector = aiohttp.TCPConnector(ssl=tls[2])
+    try:
+        async with aiohttp.ClientSession(connector=connector) as http:
+            api = Api(http, served.url, token=TOKEN)
+            issued = (await api.ok("POST", "/api/v1/tokens", {"name": "ci", "scopes": ["read"]}))["token"]
+
+            def secret(label: str) -> str:
+                value = f"s3cret-{label}-{len(secrets_sent)}-0123456789abcdef"
+                secrets_sent.append(value)
+                return value
+
+            requests: list[tuple[str, str, dict[str, str]]] = [
+                ("GET", f"/api/v1/status?token={secret('query')}", {}),
+                ("GET", f"/api/v1/alerts?access_token={issued}", {}),
+                ("GET", f"/api/v1/alerts?x={TOKEN}", {}),
+                ("GET", "/api/v1/alerts", {"Authorization": f"Bearer {secret('bearer')}"}),
+                ("GET", "/api/v1/alerts", {"Authorization": f"Bearer {issued}"}),
+                ("GET", "/api/v1/status", {"Referer": f"https://x/?token={TOKEN}",
+                                           "User-Agent": f"agent {issued}", "X-Api-Key": secret("header")}),
+                ("GET", f"/api/v1/{secret('path')}", {}),
+                ("GET", f"/api/v1/checkpoints/{TOKEN[:40].lower().replace('_', '-')}", {}),
+                ("GET", f"/api/v1/checkpoints/{issued}", {"Authorization": f"Bearer {TOKEN}"}),
+                ("GET", f"/ui/login?token={issued}", {}),
+                ("POST", f"/ui/login?next={secret('ui')}", {"Origin": f"https://{secret('origin')}"}),
+            ]
+            for method, path, headers in requests:
+                async with http.request(method, served.url + path, headers=headers) as response:
+                    await response.read()
+            ws_url = served.url.replace("https", "wss", 1) + "/api/v1/agent/connect"
+            async with http.ws_connect(ws_url, params={"token": secret("ws")}) as ws:
+                await ws.receive(timeout=5)
+                await ws.send_str(json.dumps({"type": issued, "envelope": TOKEN}))
+                await ws.receive(timeout=5)
+        assert await asyncio.to_thread(served.stop) == 0
+    finally:
+        served.stop()
+    log = served.log.read_text()
+    assert "GET /api/v1/status" in log and "GET /api/v1/checkpoints/{cp}" in log, log[-2000:]
+    assert "closing session of unauthenticated client" in log  # the websocket frame was logged about
+    for value in [TOKEN, issued, TOKEN[:40].lower().replace("_", "-"), *secrets_sent]:
+        assert value not in log, f"{value!r} is in the log"

@@ -13,8 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.agents import Api, RunningServer, make_settings, start_server
+from support.waiting import eventually
 
-from vantage.control_plane.testing import Api, RunningServer, eventually, make_settings, start_server
 from vantage.protocol import generate_key, public_key_b64, write_private_key
 
 VANTAGE = Path(sys.executable).with_name("vantage")

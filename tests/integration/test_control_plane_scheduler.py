@@ -11,17 +11,21 @@ from typing import Any
 
 import aiohttp
 import pytest
-
-from vantage.control_plane.testing import (
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from support.agents import (
     Api,
     FakeAgent,
     Identity,
     RunningServer,
-    eventually,
     first_instruction,
     make_settings,
     start_server,
 )
+from support.waiting import eventually
+
+from vantage.control_plane.db import Dispatch, Monitor
+from vantage.control_plane.scheduler import prune
 from vantage.protocol import TrustStore
 
 TCP = {"type": "tcp", "target": "127.0.0.1:9"}
@@ -118,7 +122,7 @@ async def test_error_retried_on_other_instance_then_monitor_down_then_closed(
         assert set(r) >= {"id", "instance", "attempt", "ok", "error", "duration_ms", "started_at", "phases", "details"}
     metrics = await (await http.get(server.url + "/metrics")).text()
     assert 'vantage_cp_dispatches_total{attempt="2"} 1.0' in metrics
-    assert 'vantage_cp_open_alerts{kind="monitor_down"} 0.0' in metrics
+    await eventually(lambda: _metric(http, server, 'vantage_cp_open_alerts{kind="monitor_down"} 0.0'))
     await site.close()
 
 
@@ -208,6 +212,64 @@ async def test_result_for_unknown_check_is_acked_not_stored(server: RunningServe
     await site.close()
 
 
+async def test_a_forged_result_id_cannot_stop_scheduling(server: RunningServer, http: aiohttp.ClientSession) -> None:
+    """A result whose id is not its check's (here: the id the timeout of another check would get) is refused.
+
+    Before, it was stored for check Z under ``<Y>:timeout``; at Y's deadline the timeout's own
+    row then collided with it, and every scheduler tick failed from then on, for every checkpoint.
+    """
+    site = await Site(server, http).up("a")
+    other = await Site(server, http, cp="site2").up("b")
+    m_y = await site.monitor(name="y", timeout_s=0.2)
+    agent, y = await site.next()
+    m_z = await site.monitor(name="z", timeout_s=30)
+    _agent, z = await site.next()
+    assert (y["body"]["monitor_id"], z["body"]["monitor_id"]) == (m_y["id"], m_z["id"])
+    y_check, z_check = y["body"]["check_id"], z["body"]["check_id"]
+    forged = {"id": f"{y_check}:timeout", "check_id": z_check, "monitor_id": m_z["id"], "attempt": 1, "ok": True}
+    await agent.send({"type": "result", "result": forged})
+    # Y is never answered: its deadline passes, and the scheduler goes on (attempt 2 on the only instance)
+    _agent, y2 = await site.next(timeout=6)
+    assert (y2["body"]["monitor_id"], y2["body"]["attempt"]) == (m_y["id"], 2)
+    # ... for the other checkpoint too
+    m_o = await other.monitor(name="o")
+    _b, o = await other.next()
+    assert o["body"]["monitor_id"] == m_o["id"]
+    # the forged result was stored nowhere; Y's timeout was
+    assert await site.results(m_z["id"]) == []
+    assert [(r["id"], r["ok"]) for r in await site.results(m_y["id"])] == [(f"{y_check}:timeout", False)]
+    # and Z still takes its real result
+    await agent.result(z, ok=True)
+    await eventually(lambda: _has_results(site, m_z["id"]))
+    await site.close()
+    await other.close()
+
+
+async def test_a_monitor_that_cannot_be_dispatched_does_not_stop_the_others(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """A broken row (here: a spec that is no longer JSON) is skipped and logged; the rest is dispatched."""
+    site = await Site(server, http).up("a")
+    broken = await site.monitor(name="broken", interval_s=3600)
+    agent, first = await site.next()
+    await agent.result(first, ok=True)
+
+    def corrupt(db: Session) -> None:
+        db.execute(update(Monitor).where(Monitor.id == broken["id"]).values(spec_json="{", next_due=0.0))
+
+    await server.core.store.run(corrupt)
+    healthy = await site.monitor(name="healthy", interval_s=1)
+    for _ in range(2):  # the broken one comes first in due order, every tick
+        _agent, instr = await site.next(timeout=5)
+        assert instr["body"]["monitor_id"] == healthy["id"]
+        await _agent.result(instr, ok=True)
+    await site.close()
+
+
+async def _has_results(site: Site, monitor_id: str) -> bool:
+    return bool(await site.results(monitor_id))
+
+
 async def test_data_protection_enforced_again_on_receipt(server: RunningServer, http: aiohttp.ClientSession) -> None:
     site = await Site(server, http).up("a")
     agent = site.agents["a"]
@@ -226,10 +288,10 @@ async def test_data_protection_enforced_again_on_receipt(server: RunningServer, 
 
 
 async def test_checkpoint_unavailable_after_grace(server: RunningServer, http: aiohttp.ClientSession) -> None:
+    started = time.monotonic()  # before the checkpoint exists: the grace counts from its creation
     site = await Site(server, http).up("a", connect=False)
     await Site(server, http, cp="off").up()
     await site.api.ok("POST", "/api/v1/checkpoints/off/state", {"state": "disabled", "reason": "decommissioned"})
-    started = time.monotonic()
     alerts = await eventually(site.alerts, timeout=5)
     assert time.monotonic() - started >= 1.5  # grace is 2 s from the checkpoint's creation
     assert [(a["kind"], a["subject"]) for a in alerts] == [("checkpoint_unavailable", "site1")]
@@ -334,6 +396,11 @@ async def test_failing_webhook_does_not_block(tmp_path: Path, http: aiohttp.Clie
         await server.stop()
 
 
+async def _metric(http: aiohttp.ClientSession, server: RunningServer, line: str) -> bool:
+    """Whether /metrics has ``line`` (gauges are refreshed every tick)."""
+    return line in await (await http.get(server.url + "/metrics")).text()
+
+
 async def _webhook_failed(http: aiohttp.ClientSession, server: RunningServer) -> bool:
     text = await (await http.get(server.url + "/metrics")).text()
     return "vantage_cp_webhook_failures_total 1.0" in text
@@ -346,7 +413,7 @@ async def test_deleted_monitor_cancels_dispatch_and_drops_late_result(
     monitor = await site.monitor()
     agent, instr = await site.next()
     await site.api.ok("DELETE", f"/api/v1/monitors/{monitor['id']}")
-    assert server.core.registry.get("site1", "a").pending == 0  # type: ignore[union-attr]
+    assert await _dispatch_statuses(server) == ["cancelled"]
     await agent.result(instr, ok=False)
     await eventually(lambda: agent.queue.qsize() >= 1)
     agent.pending_instruction(site.trust)  # type: ignore[arg-type]
@@ -355,14 +422,16 @@ async def test_deleted_monitor_cancels_dispatch_and_drops_late_result(
     assert status == 404
     assert await site.alerts() == []
     # finished dispatches are pruned after a day; results stay
-    from sqlalchemy import func, select
-
-    from vantage.control_plane.db import Dispatch
-
-    server.core.scheduler.prune(time.time() + 2 * 86400)
-    with server.core.db.session() as db:
-        assert db.scalar(select(func.count()).select_from(Dispatch)) == 0
+    await server.core.store.run(prune, time.time() + 2 * 86400)
+    assert await _dispatch_statuses(server) == []
     await site.close()
+
+
+async def _dispatch_statuses(server: RunningServer) -> list[str]:
+    def statuses(db: Session) -> list[str]:
+        return list(db.scalars(select(Dispatch.status).order_by(Dispatch.dispatched_at)).all())
+
+    return await server.core.store.run(statuses)
 
 
 async def test_result_held_during_downtime_is_not_a_timeout(tmp_path: Path, http: aiohttp.ClientSession) -> None:
@@ -380,6 +449,9 @@ async def test_result_held_during_downtime_is_not_a_timeout(tmp_path: Path, http
     try:
         again = FakeAgent(http, server2.ws_url, agent.identity, server2.url)
         await again.connect(auto_heartbeat=True)
+        # the pending check is sent again, as the same envelope (an agent that has it refuses the nonce)
+        resent = await again.instruction(site.trust)  # type: ignore[arg-type]
+        assert (resent["nonce"], resent["body"]["check_id"]) == (instr["nonce"], instr["body"]["check_id"])
         await again.result(instr, ok=True)  # from its outbox
         await again.ack()
         site2 = Site(server2, http)

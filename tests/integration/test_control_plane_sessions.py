@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-
-from vantage.control_plane.testing import (
+from support.agents import (
     Api,
     FakeAgent,
     HandshakeRefused,
     Identity,
     RunningServer,
-    eventually,
     make_settings,
     start_server,
 )
-from vantage.protocol import TrustStore, generate_key
+from support.waiting import eventually
+
+from vantage.protocol import HELLO_TYPE, TrustStore, generate_key, key_id
 
 
 @pytest.fixture
@@ -73,9 +77,10 @@ async def test_handshake_welcome_and_health(server: RunningServer, http: aiohttp
 
 
 async def _healthy(api: Api, cp: str) -> dict[str, Any] | None:
+    """The health answer once healthy and the heartbeats are stored (at the next tick)."""
     status, data = await api.call("GET", f"/api/v1/checkpoints/{cp}/health")
     assert status == 200
-    return data if data["healthy"] else None
+    return data if data["healthy"] and all(i["version"] for i in data["instances"]) else None
 
 
 async def test_unhealthy_heartbeat_is_maintenance(server: RunningServer, http: aiohttp.ClientSession) -> None:
@@ -130,6 +135,36 @@ async def test_key_of_another_instance_is_refused(server: RunningServer, http: a
     with pytest.raises(HandshakeRefused) as info:
         await impostor.connect()
     assert info.value.reason == "wrong_instance"
+
+
+async def test_a_small_order_key_never_opens_a_session(
+    tmp_path: Path, server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """32 zero bytes are refused at enrollment; planted in the database anyway, no forged hello passes.
+
+    With that key, a hello signed R = identity, S = 0 verifies for about one message in four;
+    sixteen different hellos are tried.
+    """
+    api = Api(http, server.url)
+    zero = base64.b64encode(bytes(32)).decode()
+    await api.ok("PUT", "/api/v1/checkpoints/site1", {})
+    status, data = await api.call("PUT", "/api/v1/checkpoints/site1/instances/a", {"public_key": zero})
+    assert (status, data["field"]) == (422, "public_key") and "small order" in data["error"]
+    await enroll(api, Identity("site1", "a"))
+    with sqlite3.connect(tmp_path / "cp.db") as db:  # as if enrolled before keys were checked
+        db.execute("UPDATE instances SET public_key = ?, keyid = ? WHERE name = 'a'", (zero, key_id(bytes(32))))
+    forged_sig = base64.b64encode((1).to_bytes(32, "little") + bytes(32)).decode()
+    for offset in range(16):
+        async with http.ws_connect(server.ws_url, heartbeat=None) as ws:
+            challenge = json.loads((await ws.receive(timeout=5)).data)["challenge"]
+            payload = json.dumps({"v": 1, "challenge": challenge, "checkpoint": "site1", "instance": "a",
+                                  "control_plane": server.url, "iat": int(time.time()) - offset}).encode()
+            envelope = {"payloadType": HELLO_TYPE, "payload": base64.b64encode(payload).decode(),
+                        "signatures": [{"keyid": key_id(bytes(32)), "sig": forged_sig}]}
+            await ws.send_str(json.dumps({"type": "hello", "envelope": envelope}))
+            answer = json.loads((await ws.receive(timeout=5)).data)
+            assert answer["type"] == "error", answer
+    assert server.core.registry.get("site1", "a") is None
 
 
 HOSTILE = ["bad_json", "binary", "huge", "wrong_first", "flood", "not_object", "bad_result"]
@@ -194,6 +229,73 @@ async def test_no_hello_in_time_is_disconnected(tmp_path: Path, http: aiohttp.Cl
         assert error == {"type": "error", "error": "hello_timeout"}
         await ws.receive(timeout=2)
         assert ws.closed or ws.close_code is not None
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize("heartbeat", [30.0, 0.25])
+async def test_pings_do_not_hold_the_hello_deadline_open(
+    tmp_path: Path, http: aiohttp.ClientSession, heartbeat: float
+) -> None:
+    """The hello deadline counts from the challenge: pings (or the server's own heartbeat pongs) never reset it."""
+    server = await start_server(make_settings(tmp_path, hello_timeout=1.0, heartbeat_interval=heartbeat))
+    try:
+        clients = [await http.ws_connect(server.ws_url, heartbeat=None, autoping=True) for _ in range(5)]
+        for ws in clients:
+            assert json.loads((await ws.receive(timeout=2)).data)["type"] == "challenge"
+        started = time.monotonic()
+
+        async def chatter(ws: aiohttp.ClientWebSocketResponse) -> float:
+            while not ws.closed:
+                await ws.ping()
+                try:
+                    msg = await ws.receive(timeout=0.2)
+                except TimeoutError:
+                    continue
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    break
+            return time.monotonic() - started
+
+        elapsed = await asyncio.wait_for(asyncio.gather(*(chatter(ws) for ws in clients)), timeout=8)
+        assert max(elapsed) < 3.0, elapsed
+    finally:
+        await server.stop()
+
+
+async def test_unauthenticated_connections_are_capped(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """Beyond the caps a websocket upgrade is answered 503 before any challenge; an agent still gets in."""
+    settings = make_settings(tmp_path, hello_timeout=5.0, max_unauthenticated=6, max_unauthenticated_per_address=4)
+    server = await start_server(settings)
+    try:
+        api = Api(http, server.url)
+        a = Identity("site1", "a")
+        await enroll(api, a)
+        idle = [await http.ws_connect(server.ws_url, heartbeat=None) for _ in range(4)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(server.ws_url, heartbeat=None)
+        assert refused.value.status == 503
+        # another address (127.0.0.2 is loopback too) still has room, up to the total cap
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=other) as http2:
+            more = [await http2.ws_connect(server.ws_url, heartbeat=None) for _ in range(2)]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as full:
+                await http2.ws_connect(server.ws_url, heartbeat=None)
+            assert full.value.status == 503
+            for ws in more:
+                await ws.close()
+        for ws in idle:
+            await ws.close()
+
+        async def agent_gets_in() -> bool:
+            fa = agent(http, server, a)
+            try:
+                await fa.connect()  # the slots are free again once the idle sockets are gone
+            except aiohttp.WSServerHandshakeError:
+                return False
+            await fa.close()
+            return True
+
+        await eventually(agent_gets_in)
     finally:
         await server.stop()
 

@@ -84,7 +84,7 @@ def browser_page(sandbox: Sandbox, pki: Any) -> Iterator[tuple[Any, list[str]]]:
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable,
-            args=[f"--ignore-certificate-errors-spki-list={spki_pin(pki.cert_pem)}"],
+            args=[f"--ignore-certificate-errors-spki-list={spki_pin(pki.cert)}"],
         )
         context = browser.new_context(viewport=VIEWPORT)
         page = context.new_page()

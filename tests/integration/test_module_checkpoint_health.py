@@ -145,7 +145,7 @@ def site(e2e: Any, pki: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         cp.api("PUT", "/api/v1/checkpoints/office", {})
         for name in ("a", "b"):
             agents[name] = e2e.AgentProcess(workdir / name, cp, "office", name)
-        result = Site(cp, agents, e2e.wait_until, str(pki.ca_pem))
+        result = Site(cp, agents, e2e.wait_until, str(pki.ca))
         result.start("a", "b")
         yield result
     finally:

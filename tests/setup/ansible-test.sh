@@ -32,7 +32,7 @@ fi
 # (docs/testing.md).
 rm -rf "$dest" && mkdir -p "$dest"
 (cd "$top" && git ls-files -z --cached --others --exclude-standard \
-   | grep -zvE '^(src/|images/|benchmarks/|tests/unit/vantage/|tests/integration/[^/]+\.py$)' \
+   | grep -zvE '^(src/|images/|benchmarks/|tests/support/|tests/unit/vantage/|tests/integration/[^/]+\.py$)' \
    | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
    | tar --null -T - -c) | tar -C "$dest" -x
 (cd "$dest" && git init -q && git add -A)

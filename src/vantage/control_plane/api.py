@@ -1,7 +1,8 @@
-"""REST API: public endpoints, tokens, signing-key rotation, and the route table (docs/control-plane.md).
+"""REST API: public endpoints, tokens and signing-key rotation (docs/control-plane.md, "REST API").
 
-The resource handlers live in :mod:`.api_checkpoints` and :mod:`.api_monitors`; permissions and
-middleware in :mod:`.web_common`.
+The checkpoint and monitor operations live in :mod:`.api_checkpoints` and :mod:`.api_monitors`;
+the route table, permissions and middleware in :mod:`.web_common`; the OpenAPI document, made
+from the same declarations, in :mod:`.openapi`.
 """
 
 from __future__ import annotations
@@ -12,87 +13,121 @@ import logging
 from aiohttp import web
 
 from vantage import __version__
-from vantage.control_plane import api_checkpoints as cps
-from vantage.control_plane import api_monitors as mons
+from vantage.control_plane import api_checkpoints, api_monitors, openapi
 from vantage.control_plane import validation as v
 from vantage.control_plane.auth import Principal
 from vantage.control_plane.metrics import CONTENT_TYPE_LATEST
-from vantage.control_plane.sessions import build_instruction
+from vantage.control_plane.schema import Arr, Bool, Nullable, Num, Obj, Str
 from vantage.control_plane.web_common import (
     PRINCIPAL_KEY,
+    Args,
+    add_rest_routes,
     core_of,
-    json_body,
+    endpoint,
     ok,
-    requires,
 )
 from vantage.protocol import key_id
 
 log = logging.getLogger("vantage.control_plane.api")
 
+KEYID = Str(rule="key_id")
+TIME = Num(description="unix seconds")
+SCOPE = Str(enum=v.SCOPES)
 
 # --- public ------------------------------------------------------------------------------------
 
+STATUS = Obj({"status": Str(enum=("ok",)), "version": Str(), "signing_keyid": KEYID},
+             required=("status", "version", "signing_keyid"), name="Status")
+TRUSTED_KEY = Obj(
+    {"keyid": KEYID, "public_key": Str(max_len=44), "status": Str(enum=("active", "retired")),
+     "not_after": Nullable(Num(integer=True))},
+    required=("keyid", "public_key", "status", "not_after"), name="TrustedKey",
+)
+TRUSTED_KEYS = Obj({"keys": Arr(TRUSTED_KEY)}, required=("keys",), name="TrustedKeys")
 
-async def status(request: web.Request) -> web.Response:
+
+@endpoint("GET", "/api/v1/status", "Liveness, version and the signing key id", responses={200: STATUS}, tag="public")
+async def status(request: web.Request, args: Args) -> web.Response:
     return ok({"status": "ok", "version": __version__, "signing_keyid": core_of(request).keys.keyid})
 
 
-async def signing_keys(request: web.Request) -> web.Response:
-    return ok(core_of(request).keys.trust_json())
+@endpoint("GET", "/api/v1/signing-keys", "The trusted public keys (the trusted-keys file of docs/protocol.md)",
+          responses={200: TRUSTED_KEYS}, tag="public")
+async def signing_keys(request: web.Request, args: Args) -> web.Response:
+    return ok(await core_of(request).keys.trust_json())
 
 
-async def metrics(request: web.Request) -> web.Response:
+@endpoint("GET", "/metrics", "Prometheus metrics", responses={200: CONTENT_TYPE_LATEST.split(";")[0]}, tag="public")
+async def metrics(request: web.Request, args: Args) -> web.Response:
     body = core_of(request).metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@endpoint("GET", "/api/v1/openapi.json", "This document", responses={200: "application/json"}, tag="public")
+async def openapi_document(request: web.Request, args: Args) -> web.Response:
+    return ok(openapi.document())
+
+
 # --- tokens and keys -----------------------------------------------------------------------------
 
+TOKEN_FIELDS = {"id": Num(integer=True), "name": Str(max_len=128), "scopes": Arr(SCOPE), "created_at": TIME}
+NEW_TOKEN = Obj({"name": Str(max_len=128, nonblank=True), "scopes": Arr(SCOPE, min_items=1, max_items=3, unique=True)},
+                required=("name", "scopes"), name="NewToken")
+CREATED_TOKEN = Obj({**TOKEN_FIELDS, "token": Str(description="the secret, shown this once")},
+                    required=(*TOKEN_FIELDS, "token"), name="CreatedToken")
+TOKEN = Obj({**TOKEN_FIELDS, "bootstrap": Bool()}, required=(*TOKEN_FIELDS, "bootstrap"), name="Token")
+TOKEN_ID = {"id": Str(max_len=20, description="token id (an integer)")}
 
-@requires("admin")
-async def create_token(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    v.check_known_fields(body, {"name", "scopes"})
-    name = v.req_str(body, "name", max_len=128)
-    scopes = v.scopes(body)
-    row, token = core_of(request).tokens.create(name, scopes)
+
+@endpoint("POST", "/api/v1/tokens", "Create an API token", permission="admin", body=NEW_TOKEN,
+          responses={201: CREATED_TOKEN}, tag="tokens")
+async def create_token(request: web.Request, args: Args) -> web.Response:
+    name, scopes = args.body["name"], args.body["scopes"]
+    row, token = await core_of(request).tokens.create(name, scopes)
     principal: Principal = request[PRINCIPAL_KEY]
     log.info("token %d (%s, scopes %s) created by token %d", row.id, name, ",".join(scopes), principal.token_id)
     return ok({"id": row.id, "name": row.name, "scopes": scopes, "created_at": row.created_at, "token": token}, 201)
 
 
-@requires("admin")
-async def list_tokens(request: web.Request) -> web.Response:
-    rows = core_of(request).tokens.list()
-    return ok(
-        {
-            "tokens": [
-                {"id": r.id, "name": r.name, "scopes": sorted(r.scope_set), "created_at": r.created_at,
-                 "bootstrap": r.bootstrap}
-                for r in rows
-            ]
-        }
-    )
+@endpoint("GET", "/api/v1/tokens", "List the API tokens (never their secrets)", permission="admin",
+          responses={200: Obj({"tokens": Arr(TOKEN)}, required=("tokens",), name="Tokens")}, tag="tokens")
+async def list_tokens(request: web.Request, args: Args) -> web.Response:
+    rows = await core_of(request).tokens.list()
+    return ok({"tokens": [{"id": r.id, "name": r.name, "scopes": sorted(r.scope_set), "created_at": r.created_at,
+                           "bootstrap": r.bootstrap} for r in rows]})
 
 
-@requires("admin")
-async def delete_token(request: web.Request) -> web.Response:
-    try:
-        token_id = int(request.match_info["id"])
-    except ValueError:
-        raise v.invalid("id", "token id must be an integer") from None
-    if not core_of(request).tokens.delete(token_id):
+@endpoint("DELETE", "/api/v1/tokens/{id}", "Revoke an API token", permission="admin", path_params=TOKEN_ID,
+          responses={200: Obj({"deleted": Bool(), "id": Num(integer=True)}, required=("deleted", "id"))},
+          tag="tokens")
+async def delete_token(request: web.Request, args: Args) -> web.Response:
+    raw = args.path["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise v.invalid("id", "token id must be an integer")
+    token_id = int(raw)
+    if not await core_of(request).tokens.delete(token_id):
         raise v.ApiError(404, "no such token")
     return ok({"deleted": True, "id": token_id})
 
 
-@requires("admin")
-async def rotate_signing_key(request: web.Request) -> web.Response:
+ROTATE = Obj({"grace_s": Num(minimum=0, maximum=90 * 86400, description="seconds the old key stays trusted")},
+             name="Rotation")
+ROTATED = Obj(
+    {"keyid": KEYID, "previous_keyid": KEYID, "retire_at": Num(integer=True), "announced_to": Arr(Str()),
+     "failed": Arr(Str())},
+    required=("keyid", "previous_keyid", "retire_at", "announced_to", "failed"), name="Rotated",
+)
+
+
+@endpoint("POST", "/api/v1/signing-keys/rotate", "Rotate the signing key", permission="admin", body=ROTATE,
+          body_required=False, responses={200: ROTATED}, tag="keys")
+async def rotate_signing_key(request: web.Request, args: Args) -> web.Response:
     """Make a new signing key; announce it to every connected instance, signed by the old key."""
     core = core_of(request)
-    body = await json_body(request, empty_ok=True)
-    v.check_known_fields(body, {"grace_s"})
-    grace = v.number(body, "grace_s", default=core.settings.rotation_grace, minimum=0, maximum=90 * 86400)
+    grace = float(args.body.get("grace_s", core.settings.rotation_grace))
+    if len(core.alive - {core.replica_id}):
+        raise v.ApiError(409, "other replicas are running: rotate the key with one replica, then give the new "
+                              "key file to the others")
     sessions = core.registry.all()
     announced: list[str] = []
     failed: list[str] = []
@@ -101,48 +136,19 @@ async def rotate_signing_key(request: web.Request) -> web.Response:
         # the rotate_key that introduces it
         for session in sessions:
             await stack.enter_async_context(session.lock)
-        rotation = core.keys.rotate(grace)
+        rotation = await core.keys.rotate(grace)
         for session in sessions:
             try:
-                message = build_instruction(core, session, "rotate_key", rotation.body(), key=rotation.old)
-                await session.send_locked(message)
+                await core.send_instruction(session, "rotate_key", rotation.body(), key=rotation.old, locked=True)
                 announced.append(session.name)
             except Exception as exc:  # noqa: BLE001 - reported in the answer and re-announced on connect
                 log.warning("announcing the new signing key to %s failed: %s", session.name, exc)
                 failed.append(session.name)
-    return ok(
-        {
-            "keyid": key_id(rotation.new),
-            "previous_keyid": key_id(rotation.old),
-            "retire_at": rotation.retire_at,
-            "announced_to": announced,
-            "failed": failed,
-        }
-    )
+    return ok({"keyid": key_id(rotation.new), "previous_keyid": key_id(rotation.old),
+               "retire_at": rotation.retire_at, "announced_to": announced, "failed": failed})
 
 
 def add_routes(app: web.Application) -> None:
     """Register every REST route (the websocket route is added by the app factory)."""
-    r = app.router
-    r.add_get("/api/v1/status", status)
-    r.add_get("/api/v1/signing-keys", signing_keys)
-    r.add_post("/api/v1/signing-keys/rotate", rotate_signing_key)
-    r.add_get("/metrics", metrics)
-    r.add_post("/api/v1/tokens", create_token)
-    r.add_get("/api/v1/tokens", list_tokens)
-    r.add_delete("/api/v1/tokens/{id}", delete_token)
-    r.add_get("/api/v1/checkpoints", cps.list_checkpoints)
-    r.add_put("/api/v1/checkpoints/{cp}", cps.put_checkpoint)
-    r.add_get("/api/v1/checkpoints/{cp}", cps.get_checkpoint)
-    r.add_post("/api/v1/checkpoints/{cp}/state", cps.set_checkpoint_state)
-    r.add_get("/api/v1/checkpoints/{cp}/health", cps.checkpoint_health_view)
-    r.add_put("/api/v1/checkpoints/{cp}/instances/{inst}", cps.put_instance)
-    r.add_delete("/api/v1/checkpoints/{cp}/instances/{inst}", cps.delete_instance)
-    r.add_post("/api/v1/monitors", mons.create_monitor)
-    r.add_get("/api/v1/monitors", mons.list_monitors)
-    r.add_get("/api/v1/monitors/{id}", mons.get_monitor)
-    r.add_delete("/api/v1/monitors/{id}", mons.delete_monitor)
-    r.add_get("/api/v1/monitors/{id}/results", mons.monitor_results)
-    r.add_get("/api/v1/alerts", mons.list_alerts)
-    r.add_put("/api/v1/releases/{channel}", mons.put_release)
-    r.add_get("/api/v1/releases/{channel}", mons.get_release)
+    assert api_checkpoints and api_monitors  # their operations register on import
+    add_rest_routes(app)

@@ -13,8 +13,10 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from vantage.control_plane.db import ApiToken, Database, now
+from vantage.control_plane.db import ApiToken, now
+from vantage.control_plane.store import Store
 
 TOKEN_PREFIX = "vt_"  # noqa: S105 - the prefix of every token, not a secret
 BOOTSTRAP_NAME = "bootstrap-admin"
@@ -69,61 +71,72 @@ def read_token_file(path: str) -> str:
     return token
 
 
+def _install_bootstrap(db: Session, digest: str, t: float) -> None:
+    rows = db.scalars(select(ApiToken).where(ApiToken.bootstrap.is_(True))).all()
+    for row in rows:
+        if row.token_hash != digest:
+            db.delete(row)
+    db.flush()
+    if not any(row.token_hash == digest for row in rows):
+        other = db.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+        if other is not None:  # the same secret was issued as a normal token: promote it
+            other.bootstrap, other.scopes = True, "admin"
+        else:
+            db.add(ApiToken(name=BOOTSTRAP_NAME, token_hash=digest, scopes="admin", created_at=t, bootstrap=True))
+
+
+def _authenticate(db: Session, digest: str) -> Principal | None:
+    row = db.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    return Principal(row.id, row.name, row.scope_set)
+
+
+def _add(db: Session, row: ApiToken) -> ApiToken:
+    db.add(row)
+    db.flush()
+    return row
+
+
+def _list(db: Session) -> list[ApiToken]:
+    return list(db.scalars(select(ApiToken).order_by(ApiToken.id)).all())
+
+
+def _delete(db: Session, token_id: int) -> bool:
+    row = db.get(ApiToken, token_id)
+    if row is None:
+        return False
+    db.delete(row)
+    return True
+
+
+def token_row(db: Session, token_id: int) -> ApiToken | None:
+    """The token's row (for the health page's session check)."""
+    return db.get(ApiToken, token_id)
+
+
 class TokenStore:
-    """Token operations on the database."""
+    """Token operations (each one store transaction)."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
-    def install_bootstrap(self, token: str) -> None:
+    async def install_bootstrap(self, token: str) -> None:
         """Make ``token`` the bootstrap admin token, replacing a previous bootstrap token."""
-        digest = hash_token(token)
-        with self.db.session() as session:
-            rows = session.scalars(select(ApiToken).where(ApiToken.bootstrap.is_(True))).all()
-            for row in rows:
-                if row.token_hash != digest:
-                    session.delete(row)
-            session.flush()
-            if not any(row.token_hash == digest for row in rows):
-                other = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
-                if other is not None:  # the same secret was issued as a normal token: promote it
-                    other.bootstrap, other.scopes = True, "admin"
-                else:
-                    session.add(
-                        ApiToken(
-                            name=BOOTSTRAP_NAME,
-                            token_hash=digest,
-                            scopes="admin",
-                            created_at=now(),
-                            bootstrap=True,
-                        )
-                    )
+        await self.store.run(_install_bootstrap, hash_token(token), now())
 
-    def create(self, name: str, scopes: list[str]) -> tuple[ApiToken, str]:
+    async def create(self, name: str, scopes: list[str]) -> tuple[ApiToken, str]:
         """Create a token; returns the row and the secret (shown to the caller once)."""
         token = new_token()
         row = ApiToken(name=name, token_hash=hash_token(token), scopes=",".join(scopes), created_at=now())
-        with self.db.session() as session:
-            session.add(row)
-        return row, token
+        return await self.store.run(_add, row), token
 
-    def authenticate(self, token: str) -> Principal | None:
+    async def authenticate(self, token: str) -> Principal | None:
         """The principal for ``token``, or None."""
-        digest = hash_token(token)
-        with self.db.session() as session:
-            row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
-            if row is None or not hmac.compare_digest(row.token_hash, digest):
-                return None
-            return Principal(row.id, row.name, row.scope_set)
+        return await self.store.run(_authenticate, hash_token(token))
 
-    def list(self) -> list[ApiToken]:
-        with self.db.session() as session:
-            return list(session.scalars(select(ApiToken).order_by(ApiToken.id)).all())
+    async def list(self) -> list[ApiToken]:
+        return await self.store.run(_list)
 
-    def delete(self, token_id: int) -> bool:
-        with self.db.session() as session:
-            row = session.get(ApiToken, token_id)
-            if row is None:
-                return False
-            session.delete(row)
-            return True
+    async def delete(self, token_id: int) -> bool:
+        return await self.store.run(_delete, token_id)

@@ -22,14 +22,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from vantage.control_plane.app import create_app
+from vantage.control_plane.app import create_app, make_runner
 from vantage.control_plane.auth import read_token_file
 from vantage.control_plane.config import Settings
+from vantage.control_plane.logs import install_redaction
 from vantage.protocol import normalize_url
 
 log = logging.getLogger("vantage.control_plane")
 
 PROG = "vantage control-plane serve"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DEFAULT_LISTEN = "0.0.0.0:8443"
 
 
@@ -84,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="messages per second one agent session may send, sustained; the burst is twice "
                         "as many, beyond it the session is closed as a flood "
                         "(VANTAGE_SESSION_MESSAGE_RATE; default 1000)")
+    p.add_argument("--replica-timeout", default=e("VANTAGE_REPLICA_TIMEOUT") or "10",
+                   help="seconds after which a replica that stopped refreshing its row counts as dead and "
+                        "another takes its instances over (VANTAGE_REPLICA_TIMEOUT; default 10)")
+    p.add_argument("--hello-timeout", default=e("VANTAGE_HELLO_TIMEOUT") or "10",
+                   help="seconds a new websocket has to complete its hello, pings or not "
+                        "(VANTAGE_HELLO_TIMEOUT; default 10)")
+    p.add_argument("--max-unauthenticated", default=e("VANTAGE_MAX_UNAUTHENTICATED") or "1024",
+                   help="websockets that have not completed their hello, at most; more are answered 503 "
+                        "(VANTAGE_MAX_UNAUTHENTICATED; default 1024)")
+    p.add_argument("--max-unauthenticated-per-address",
+                   default=e("VANTAGE_MAX_UNAUTHENTICATED_PER_ADDRESS") or "64",
+                   help="the same, from one client address; behind a proxy every agent has the proxy's "
+                        "address (VANTAGE_MAX_UNAUTHENTICATED_PER_ADDRESS; default 64)")
     p.add_argument("--log-level", default=e("VANTAGE_LOG_LEVEL") or "INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
                    help="log level (VANTAGE_LOG_LEVEL; default INFO)")
@@ -113,6 +128,13 @@ def _number(value: str, option: str, minimum: float, unit: str = "seconds") -> f
     if not math.isfinite(number) or number < minimum:
         raise UsageError(f"{option} must be at least {minimum:g} {unit}")
     return number
+
+
+def _count(value: str, option: str) -> int:
+    """A whole number of at least 1; a UsageError naming ``option`` otherwise."""
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"{option} must be a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 def _ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
@@ -163,6 +185,12 @@ def parse_options(argv: Sequence[str]) -> ServeOptions:
         rotation_grace=_number(args.rotation_grace, "--rotation-grace", 0),
         message_rate=message_rate,
         message_burst=2 * message_rate,
+        hello_timeout=_number(args.hello_timeout, "--hello-timeout", 0.5),
+        replica_timeout=_number(args.replica_timeout, "--replica-timeout", 1),
+        max_unauthenticated=_count(args.max_unauthenticated, "--max-unauthenticated"),
+        max_unauthenticated_per_address=_count(
+            args.max_unauthenticated_per_address, "--max-unauthenticated-per-address"
+        ),
     )
     return ServeOptions(host, port, _ssl_context(args.tls_cert, args.tls_key), settings, args.log_level)
 
@@ -174,7 +202,7 @@ def _display_host(host: str) -> str:
 async def serve(options: ServeOptions) -> int:
     """Run until SIGTERM/SIGINT; 0 after a graceful stop."""
     app = create_app(options.settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    runner = make_runner(app)
     try:
         await runner.setup()  # runs the start-up: schema, signing key, bootstrap token
     except Exception as exc:
@@ -227,9 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 2
-    logging.basicConfig(
-        level=options.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=options.log_level, stream=sys.stderr, format=LOG_FORMAT)
+    install_redaction([options.settings.admin_token or ""], LOG_FORMAT)
     try:
         return asyncio.run(serve(options))
     except KeyboardInterrupt:  # pragma: no cover - the signal handler normally wins

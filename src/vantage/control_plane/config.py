@@ -19,7 +19,7 @@ class Settings:
     admin_token: str | None = None
     public_url: str | None = None
     heartbeat_interval: float = 15.0
-    #: heartbeats an instance may miss before it is stale (docs/control-plane.md)
+    #: heartbeats an instance may miss before it is stale (docs/architecture.md: 3)
     stale_heartbeats: int = 3
     unavailable_grace: float = 120.0
     webhook_url: str | None = None
@@ -35,12 +35,19 @@ class Settings:
     rotation_grace: float = 86400.0
     #: largest websocket message accepted (bytes)
     max_msg_size: int = 1024 * 1024
-    #: seconds a client has to send its hello after the challenge
+    #: seconds from the websocket upgrade until the hello must have been verified (a deadline:
+    #: pings and pongs do not extend it)
     hello_timeout: float = 10.0
+    #: connections that have not authenticated yet, at most: in total, and from one address
+    max_unauthenticated: int = 1024
+    max_unauthenticated_per_address: int = 64
     #: per-session message budget: sustained rate (messages/s) and burst. Far above what an agent
     #: needs (≥ 200 results/s, each acknowledged, plus heartbeats), it still bounds what one
-    #: buggy or compromised agent can cost: every result is a database transaction on the loop.
+    #: buggy or compromised agent can cost: every result is a database transaction.
     message_rate: float = 1000.0
     message_burst: float = 2000.0
     #: monitors dispatched per scheduler tick at most
     dispatch_batch: int = 500
+    #: a replica whose row was not refreshed for this long is dead: its instances count as
+    #: disconnected and another replica takes over their checks
+    replica_timeout: float = 10.0

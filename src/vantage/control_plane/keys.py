@@ -8,7 +8,9 @@ Files, all PKCS#8 PEM, mode 0600, in the directory of ``--signing-key PATH``:
   rotation can still be sent a ``rotate_key`` they trust until the old key's retirement time.
 
 The public halves, with their retirement times (``not_after``), are in the ``signing_keys``
-table; ``GET /api/v1/signing-keys`` is built from it.
+table; ``GET /api/v1/signing-keys`` is built from it. Several replicas share one key: each must
+be given the same key file, a replica whose key differs from the one live replicas sign with
+refuses to start, and the rotate endpoint works only while one replica runs.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from vantage.control_plane.db import Database, SigningKeyRecord, now
+from vantage.control_plane.db import SigningKeyRecord, now
+from vantage.control_plane.store import Store
 from vantage.protocol import (
     generate_key,
     key_id,
@@ -52,11 +56,11 @@ class Rotation:
 class SigningKeys:
     """Loads, creates and rotates the signing key; publishes the trusted public keys."""
 
-    def __init__(self, path: str | Path, db: Database) -> None:
+    def __init__(self, path: str | Path, store: Store) -> None:
         self.path = Path(path)
         self.next_path = self.path.with_name(self.path.name + ".next")
         self.prev_path = self.path.with_name(self.path.name + ".prev")
-        self.db = db
+        self.store = store
         self._current: Ed25519PrivateKey | None = None
         self.pending: Rotation | None = None
 
@@ -70,40 +74,50 @@ class SigningKeys:
     def keyid(self) -> str:
         return key_id(self.current)
 
-    def load(self) -> bool:
-        """Load (or create, 0600) the signing key and reconcile the database; True if created."""
-        self._finish_interrupted_rotation()
+    async def load(self, *, shared: bool = False) -> bool:
+        """Load (or create, 0600) the signing key and reconcile the database; True if created.
+
+        ``shared``: other replicas are running; then this key must be the one they sign with.
+        """
+        return await self.store.run(self._load, shared)
+
+    def _load(self, session: Session, shared: bool) -> bool:
+        self._finish_interrupted_rotation(session)
         key, created = load_or_create_private_key(self.path)
         if created:
             log.info("created signing key %s (keyid %s)", self.path, key_id(key))
-        self._current = key
         current_id = key_id(key)
         t = now()
-        with self.db.session() as session:
-            rows = {row.keyid: row for row in session.scalars(select(SigningKeyRecord)).all()}
-            record = rows.get(current_id)
-            if record is None:
-                session.add(
-                    SigningKeyRecord(
-                        keyid=current_id, public_key=public_key_b64(key), created_at=t, not_after=None
-                    )
+        rows = {row.keyid: row for row in session.scalars(select(SigningKeyRecord)).all()}
+        signing = [row.keyid for row in rows.values() if row.not_after is None]
+        if shared and signing and current_id not in signing:
+            raise RuntimeError(
+                f"the signing key {self.path} (keyid {current_id}) is not the key the running replicas "
+                f"sign with ({', '.join(signing)}): give every replica the same key file"
+            )
+        self._current = key
+        record = rows.get(current_id)
+        if record is None:
+            session.add(
+                SigningKeyRecord(
+                    keyid=current_id, public_key=public_key_b64(key), created_at=t, not_after=None
                 )
-            elif record.not_after is not None:
-                log.warning("signing key %s was retired; it signs again now", current_id)
-                record.not_after = None
-            for row in rows.values():
-                if row.keyid != current_id and row.not_after is None:
-                    log.warning("signing key %s was replaced outside a rotation; retiring it now", row.keyid)
-                    row.not_after = t
-        self.pending = self._load_pending_rotation(key)
+            )
+        elif record.not_after is not None:
+            log.warning("signing key %s was retired; it signs again now", current_id)
+            record.not_after = None
+        for row in rows.values():
+            if row.keyid != current_id and row.not_after is None:
+                log.warning("signing key %s was replaced outside a rotation; retiring it now", row.keyid)
+                row.not_after = t
+        self.pending = self._load_pending_rotation(session, key)
         return created
 
-    def _finish_interrupted_rotation(self) -> None:
+    def _finish_interrupted_rotation(self, session: Session) -> None:
         if not self.next_path.exists():
             return
         nxt = load_private_key(self.next_path)
-        with self.db.session() as session:
-            committed = session.get(SigningKeyRecord, key_id(nxt)) is not None
+        committed = session.get(SigningKeyRecord, key_id(nxt)) is not None
         if committed:
             log.warning("completing an interrupted key rotation to %s", key_id(nxt))
             if self.path.exists():
@@ -113,7 +127,7 @@ class SigningKeys:
             log.warning("discarding an uncommitted key rotation (%s)", self.next_path)
             self.next_path.unlink()
 
-    def _load_pending_rotation(self, current: Ed25519PrivateKey) -> Rotation | None:
+    def _load_pending_rotation(self, session: Session, current: Ed25519PrivateKey) -> Rotation | None:
         if not self.prev_path.exists():
             return None
         try:
@@ -121,25 +135,22 @@ class SigningKeys:
         except ValueError as exc:
             log.warning("ignoring previous signing key: %s", exc)
             return None
-        with self.db.session() as session:
-            record = session.get(SigningKeyRecord, key_id(prev))
+        record = session.get(SigningKeyRecord, key_id(prev))
         if record is None or record.not_after is None or record.not_after <= now():
             return None
         return Rotation(old=prev, new=current, retire_at=int(record.not_after))
 
-    def rotate(self, grace_s: float) -> Rotation:
-        """Make a new key the signing key; the old one stays trusted for ``grace_s`` seconds."""
+    async def rotate(self, grace_s: float) -> Rotation:
+        """Make a new key the signing key; the old one stays trusted for ``grace_s`` seconds.
+
+        Order: new key file (``.next``), both public keys committed, then the files renamed — a
+        crash in between is repaired at the next start (:meth:`_finish_interrupted_rotation`).
+        """
         old = self.current
         new = generate_key()
         retire_at = int(now() + grace_s)
         write_private_key(self.next_path, new, overwrite=True)
-        with self.db.session() as session:
-            session.add(
-                SigningKeyRecord(keyid=key_id(new), public_key=public_key_b64(new), created_at=now(), not_after=None)
-            )
-            record = session.get(SigningKeyRecord, key_id(old))
-            if record is not None:
-                record.not_after = retire_at
+        await self.store.run(_record_rotation, old, new, retire_at)
         os.replace(self.path, self.prev_path)
         os.replace(self.next_path, self.path)
         self._current = new
@@ -153,12 +164,14 @@ class SigningKeys:
             return self.pending
         return None
 
-    def trust_json(self) -> dict[str, Any]:
+    async def trust_json(self) -> dict[str, Any]:
         """The ``GET /api/v1/signing-keys`` answer (the trusted-keys file shape)."""
+        return await self.store.run(self._trust_json)
+
+    def _trust_json(self, session: Session) -> dict[str, Any]:
         t = now()
         current_id = self.keyid
-        with self.db.session() as session:
-            rows = session.scalars(select(SigningKeyRecord).order_by(SigningKeyRecord.created_at)).all()
+        rows = session.scalars(select(SigningKeyRecord).order_by(SigningKeyRecord.created_at)).all()
         keys = []
         for row in rows:
             if row.keyid == current_id:
@@ -170,3 +183,10 @@ class SigningKeys:
                 not_after = int(row.not_after) if row.not_after is not None else None
             keys.append({"keyid": row.keyid, "public_key": row.public_key, "status": status, "not_after": not_after})
         return {"keys": keys}
+
+
+def _record_rotation(session: Session, old: Ed25519PrivateKey, new: Ed25519PrivateKey, retire_at: int) -> None:
+    session.add(SigningKeyRecord(keyid=key_id(new), public_key=public_key_b64(new), created_at=now(), not_after=None))
+    record = session.get(SigningKeyRecord, key_id(old))
+    if record is not None:
+        record.not_after = retire_at

@@ -24,6 +24,10 @@ class Metrics:
             "vantage_cp_duplicate_results", "Check results received again and dropped",
             registry=self.registry,
         )
+        self.refused_results = Counter(
+            "vantage_cp_refused_results", "Results refused: not bound to a check dispatched to that instance",
+            ["reason"], registry=self.registry,
+        )
         self.dispatches = Counter(
             "vantage_cp_dispatches", "run_check instructions sent", ["attempt"], registry=self.registry
         )

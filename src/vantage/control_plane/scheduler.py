@@ -9,54 +9,63 @@ Rules (docs/control-plane.md, "Scheduling and alerts"):
 - an error on attempt 2 opens a ``monitor_down`` alert (subject: the monitor id); any success
   closes it;
 - a dispatch without a result within ``timeout_s`` + margin counts as an error result;
-- the pending checks of an instance whose session ends (closed, stale, removed) are sent at
-  once to another connected instance as the *same* attempt: a check lost with its instance says
-  nothing about the target, so it is not counted as an error. A check is moved at most
-  :data:`MAX_REASSIGNMENTS` times; lost once more, it waits for its deadline like any other;
+- the pending checks of an instance whose session ends (closed, stale, removed, or its replica
+  gone) are sent at once to another connected instance as the *same* attempt: a check lost with
+  its instance says nothing about the target. A check moves at most :data:`MAX_REASSIGNMENTS`
+  times; lost once more, it waits for its deadline like any other;
 - a checkpoint (not disabled) without any connected instance for the grace period gets a
-  ``checkpoint_unavailable`` alert (closed when an instance connects);
-- an instance that missed its heartbeats is stale: its socket is closed.
+  ``checkpoint_unavailable`` alert (closed when an instance connects).
 
-Dispatches are rows in the database, so a restart keeps the attempt bookkeeping.
+Several replicas share the work through the database. Every decision is one store transaction
+(a worker thread, :mod:`.store`) that changes rows under a condition only one transaction can
+meet — a due monitor is claimed under a row lock that others skip (``FOR UPDATE SKIP
+LOCKED``), a dispatch leaves ``pending`` once — so each due check is dispatched once, each
+result counted once and each alert raised once, whichever replica does it. A transaction
+returns :class:`Effects` — instructions to deliver, alerts to publish — that the replica
+carries out after the commit. An instruction for an instance held by another replica is picked
+up by that replica (:func:`undelivered`), at the latest one tick later.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
 import uuid
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy.orm import Session
 
 from vantage.checks import DataProtection
-from vantage.control_plane.alerts import CHECKPOINT_UNAVAILABLE, MONITOR_DOWN
-from vantage.control_plane.db import Checkpoint, Dispatch, Monitor, Result, now
-from vantage.control_plane.sessions import (
-    CLOSE_STALE,
-    DATA_PROTECTION_FIELDS,
-    LiveSession,
-    SessionError,
-    closing_task,
-    send_instruction,
+from vantage.control_plane.alerts import (
+    CHECKPOINT_UNAVAILABLE,
+    MONITOR_DOWN,
+    AlertEvent,
+    close_alert,
+    open_alert,
 )
-
-if TYPE_CHECKING:
-    from vantage.control_plane.core import ControlPlane
+from vantage.control_plane.db import Checkpoint, Dispatch, Instance, Monitor, Replica, Result, now
+from vantage.control_plane.instructions import sign, take_seq
+from vantage.control_plane.sessions import DATA_PROTECTION_FIELDS, SessionError
+from vantage.control_plane.store import rowcount
 
 log = logging.getLogger("vantage.control_plane.scheduler")
 
 MAX_RESULT_ID = 128
-PRUNE_EVERY_S = 300.0
 DISPATCH_RETENTION_S = 86400.0
 MAX_ERROR_CHARS = 4000
 MAX_PHASES_BYTES = 16 * 1024
 MAX_DETAILS_BYTES = 256 * 1024
 #: times one check may move to another instance because its instance went away
 MAX_REASSIGNMENTS = 2
+#: overdue dispatches handled per tick at most
+EXPIRE_BATCH = 500
+#: an envelope is sent again after a reconnect only while this much of its lifetime is left
+RESEND_MARGIN_S = 5.0
+
 
 @dataclass(frozen=True)
 class IncomingResult:
@@ -136,354 +145,442 @@ def protect(incoming: IncomingResult, data_protection: dict[str, Any]) -> tuple[
     )
 
 
-def choose(sessions: list[LiveSession], *, avoid: str | None, strict: bool = False) -> LiveSession | None:
-    """Pick a session for a check.
+
+# --- choosing an instance ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A connected instance of a checkpoint, as the database sees it."""
+
+    name: str
+    replica_id: str
+    healthy: bool
+    pending: int
+    iss: str
+
+
+def choose(candidates: list[Candidate], *, avoid: str | None, strict: bool = False) -> Candidate | None:
+    """Pick an instance for a check.
 
     Healthy instances first; ``avoid`` (the previous instance) only when there is no other
     choice; among the rest the least busy, ties broken at random. With ``strict`` (a retry)
     any other connected instance beats ``avoid``, even an unhealthy one.
     """
-    pool = [s for s in sessions if not s.closed]
+    pool = list(candidates)
     if strict and avoid is not None:
-        pool = [s for s in pool if s.instance != avoid] or pool
-    pool = [s for s in pool if s.healthy] or pool
+        pool = [c for c in pool if c.name != avoid] or pool
+    pool = [c for c in pool if c.healthy] or pool
     if not strict and avoid is not None and len(pool) > 1:
-        pool = [s for s in pool if s.instance != avoid] or pool
+        pool = [c for c in pool if c.name != avoid] or pool
     if not pool:
         return None
-    least = min(s.pending for s in pool)
-    return random.choice([s for s in pool if s.pending == least])  # noqa: S311 - spreads load, decides nothing secret
+    least = min(c.pending for c in pool)
+    return random.choice([c for c in pool if c.pending == least])  # noqa: S311 - spreads load, decides nothing secret
 
 
-class Scheduler:
-    """Dispatches due monitors, handles results and timeouts, watches availability."""
+# --- what a transaction decides ------------------------------------------------------------------
 
-    def __init__(self, core: ControlPlane) -> None:
-        self.core = core
-        self._task: asyncio.Task[None] | None = None
-        self._pruned_at = 0.0
-        #: check id → how many times the check has already moved (only checks that moved)
-        self._moves: dict[str, int] = {}
 
-    # -- lifecycle ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outbound:
+    """An instruction to hand to the session of ``checkpoint/instance`` (held by ``replica_id``)."""
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="vantage-scheduler")
+    check_id: str
+    checkpoint: str
+    instance: str
+    replica_id: str
+    envelope: dict[str, Any]
+    attempt: int
+    new: bool = True
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("scheduler tick failed")
-            await asyncio.sleep(self.core.settings.scheduler_tick)
+@dataclass
+class Effects:
+    """What to do once a transaction has committed."""
 
-    async def tick(self) -> None:
-        """One pass: stale sessions, overdue dispatches, availability, due monitors."""
-        t = now()
-        self.expire_stale_sessions(t)
-        await self.expire_dispatches(t)
-        self.check_availability(t)
-        await self.dispatch_due(t)
-        if t - self._pruned_at >= PRUNE_EVERY_S:
-            self.prune(t)
+    deliveries: list[Outbound] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
+    timeouts: int = 0
+    #: due monitors a claim locked (dispatched or not)
+    claimed: int = 0
 
-    def prune(self, t: float) -> None:
-        """Forget finished dispatches older than a day (results are kept; they are the data)."""
-        self._pruned_at = t
-        with self.core.db.session() as db:
-            db.execute(
-                delete(Dispatch).where(Dispatch.status != "pending", Dispatch.dispatched_at < t - DISPATCH_RETENTION_S)
-            )
+    def add(self, other: Effects) -> Effects:
+        self.deliveries.extend(other.deliveries)
+        self.alerts.extend(other.alerts)
+        self.timeouts += other.timeouts
+        return self
 
-    # -- sessions and availability -------------------------------------------------------------
+    def alert(self, event: AlertEvent | None) -> None:
+        if event is not None:
+            self.alerts.append(event)
 
-    def expire_stale_sessions(self, t: float) -> None:
-        settings = self.core.settings
-        limit = settings.stale_heartbeats * settings.heartbeat_interval
-        for session in self.core.registry.all():
-            if t - session.last_sign_of_life() > limit:
-                log.warning("%s missed %d heartbeats; closing its session", session.name, settings.stale_heartbeats)
-                self.core.metrics.ws_rejections.labels(reason="stale").inc()
-                self.core.session_closed(session)
-                closing_task(session, CLOSE_STALE, "heartbeats missed")
 
-    def check_availability(self, t: float) -> None:
-        grace = self.core.settings.unavailable_grace
-        with self.core.db.session() as db:
-            checkpoints = list(db.scalars(select(Checkpoint).where(Checkpoint.admin_state != "disabled")).all())
-        for cp in checkpoints:
-            if self.core.registry.for_checkpoint(cp.name):
-                continue
-            since = max(self.core.registry.none_connected_since(cp.name), cp.created_at)
-            if t - since >= grace:
-                self.core.alerts.open(
-                    CHECKPOINT_UNAVAILABLE,
-                    cp.name,
-                    f"no instance of checkpoint {cp.name} has been connected for {round(t - since)} s",
-                )
+@dataclass(frozen=True)
+class Context:
+    """What a scheduling transaction needs besides the database."""
 
-    # -- dispatching ------------------------------------------------------------------------------
+    me: str
+    t: float
+    alive: frozenset[str]
+    key: Ed25519PrivateKey
+    lifetime: int
+    result_margin: float
 
-    async def dispatch_due(self, t: float) -> None:
-        with self.core.db.session() as db:
-            busy = set(db.scalars(select(Dispatch.monitor_id).where(Dispatch.status == "pending")).all())
-            due = list(
-                db.scalars(
-                    select(Monitor)
-                    .join(Checkpoint, Checkpoint.name == Monitor.checkpoint)
-                    .where(Monitor.next_due <= t, Checkpoint.admin_state != "disabled")
-                    .order_by(Monitor.next_due)
-                    .limit(self.core.settings.dispatch_batch)
-                ).all()
-            )
-        for monitor in due:
-            if monitor.id in busy:
-                continue
-            sessions = [s for s in self.core.registry.for_checkpoint(monitor.checkpoint) if s.healthy]
-            target = choose(sessions, avoid=monitor.last_instance)
-            if target is None:
-                continue  # stays due; the checkpoint's state and alert tell why
-            await self.dispatch(monitor, target, attempt=1)
 
-    async def dispatch(self, monitor: Monitor, session: LiveSession, *, attempt: int, moves: int = 0) -> str:
-        """Record and send one ``run_check``; returns its check id.
+def alive_replicas(db: Session, t: float, timeout: float) -> frozenset[str]:
+    """Replicas that refreshed their row within ``timeout``."""
+    return frozenset(db.scalars(select(Replica.id).where(Replica.last_seen >= t - timeout)).all())
 
-        ``moves`` > 0: it replaces a check lost with its instance (the monitor's schedule is
-        left alone, and the count bounds further moves).
-        """
-        t = now()
-        check_id = str(uuid.uuid4())
-        deadline = t + monitor.timeout_s + self.core.settings.result_margin
-        with self.core.db.session() as db:
-            db.add(
-                Dispatch(
-                    check_id=check_id,
-                    monitor_id=monitor.id,
-                    checkpoint=monitor.checkpoint,
-                    instance=session.instance,
-                    attempt=attempt,
-                    dispatched_at=t,
-                    deadline=deadline,
-                    status="pending",
-                )
-            )
-            row = db.get(Monitor, monitor.id)
-            if row is not None:
-                row.last_instance = session.instance
-                if attempt == 1 and not moves:
-                    due = row.next_due + row.interval_s
-                    row.next_due = due if due > t else t + row.interval_s
-        session.pending += 1
-        if moves:
-            self._moves[check_id] = moves
-        body = {"check_id": check_id, "monitor_id": monitor.id, "attempt": attempt, "check": monitor.spec}
-        self.core.metrics.dispatches.labels(attempt=str(attempt)).inc()
-        try:
-            await send_instruction(self.core, session, "run_check", body)
-        except Exception as exc:  # noqa: BLE001 - the socket went away: count it as an error now
-            log.warning("sending check %s to %s failed: %s", check_id, session.name, exc)
-            await self.fail_dispatch(check_id, f"could not send the check to {session.name}: {exc}")
-        else:
-            log.debug("dispatched monitor %s attempt %d to %s (check %s)", monitor.id, attempt, session.name, check_id)
-        return check_id
 
-    async def reassign(self, checkpoint: str, instance: str) -> None:
-        """Send the pending checks of ``instance``, whose session ended, to another instance now.
-
-        Each becomes a new dispatch with the same attempt number on another connected instance
-        (healthy first), and the old one is marked ``reassigned``: a result the old instance
-        still delivers later (from its outbox, after a reconnect) is stored under its own id
-        without further bookkeeping, like a late result. Nothing moves when no other instance is
-        connected (the instance may come back and deliver), nor after :data:`MAX_REASSIGNMENTS`
-        moves of the same check; those wait for their deadline.
-        """
-        with self.core.db.session() as db:
-            cp = db.get(Checkpoint, checkpoint)
-            if cp is None or cp.admin_state == "disabled":
-                return  # taken out of service: its pending checks just run out
-            lost = list(
-                db.scalars(
-                    select(Dispatch).where(
-                        Dispatch.status == "pending", Dispatch.checkpoint == checkpoint, Dispatch.instance == instance
-                    )
-                ).all()
-            )
-        for d in lost:
-            if self.core.registry.get(checkpoint, instance) is not None:
-                return  # it is back already: its outbox delivers what it ran
-            moves = self._moves.get(d.check_id, 0)
-            target = choose(self.core.registry.for_checkpoint(checkpoint), avoid=instance, strict=True)
-            if target is None or target.instance == instance or moves >= MAX_REASSIGNMENTS:
-                continue
-            with self.core.db.session() as db:
-                row = db.get(Dispatch, d.check_id)
-                monitor = db.get(Monitor, d.monitor_id)
-                if row is None or row.status != "pending" or monitor is None:
-                    continue  # answered or cancelled meanwhile
-                row.status = "reassigned"
-            self._moves.pop(d.check_id, None)
-            self.core.metrics.reassigned.inc()
-            log.info(
-                "check %s (monitor %s, attempt %d) lost with %s/%s; sending it to %s",
-                d.check_id, d.monitor_id, d.attempt, checkpoint, instance, target.name,
-            )  # fmt: skip
-            await self.dispatch(monitor, target, attempt=d.attempt, moves=moves + 1)
-
-    def extend_deadlines(self, not_before: float) -> None:
-        """Give pending dispatches until at least ``not_before`` (used at start-up)."""
-        with self.core.db.session() as db:
-            db.execute(
-                update(Dispatch)
-                .where(Dispatch.status == "pending", Dispatch.deadline < not_before)
-                .values(deadline=not_before)
-            )
-
-    async def expire_dispatches(self, t: float) -> None:
-        with self.core.db.session() as db:
-            overdue = list(
-                db.scalars(select(Dispatch.check_id).where(Dispatch.status == "pending", Dispatch.deadline < t)).all()
-            )
-        for check_id in overdue:
-            self.core.metrics.check_timeouts.inc()
-            await self.fail_dispatch(check_id, "no result in time")
-
-    async def fail_dispatch(self, check_id: str, error: str) -> None:
-        """Count a pending dispatch as an error result (stored with id ``<check_id>:timeout``)."""
-        with self.core.db.session() as db:
-            d = db.get(Dispatch, check_id)
-            if d is None or d.status != "pending":
-                return
-            d.status = "timeout"
-            db.add(
-                Result(
-                    id=f"{check_id}:timeout",
-                    monitor_id=d.monitor_id,
-                    check_id=check_id,
-                    checkpoint=d.checkpoint,
-                    instance=d.instance,
-                    attempt=d.attempt,
-                    ok=False,
-                    error=error,
-                    duration_ms=None,
-                    started_at=d.dispatched_at,
-                    phases_json="{}",
-                    details_json=json.dumps({"synthetic": True}),
-                    received_at=now(),
-                )
-            )
-            snapshot = (d.monitor_id, d.checkpoint, d.instance, d.attempt)
-        self._moves.pop(check_id, None)
-        log.warning("check %s on %s/%s (attempt %d): %s", check_id, snapshot[1], snapshot[2], snapshot[3], error)
-        self.release_slot(snapshot[1], snapshot[2])
-        await self.outcome(snapshot[0], snapshot[2], snapshot[3], ok=False, error=error)
-
-    def release_slot(self, checkpoint: str, instance: str) -> None:
-        """One dispatch of the instance is finished (result, timeout or cancellation)."""
-        session = self.core.registry.get(checkpoint, instance)
-        if session is not None and session.pending > 0:
-            session.pending -= 1
-
-    # -- results ------------------------------------------------------------------------------
-
-    async def handle_result(self, session: LiveSession, message: dict[str, Any]) -> None:
-        """Store a result once (dedupe by id), ack it after the commit, then retry or alert."""
-        incoming = parse_result(message)
-        core = self.core
-        follow_up: tuple[str, int] | None = None
-        with core.db.session() as db:
-            if db.get(Result, incoming.id) is not None:
-                core.metrics.duplicate_results.inc()
-                duplicate = True
-            else:
-                duplicate = False
-                d = db.get(Dispatch, incoming.check_id)
-                if (
-                    d is None
-                    or d.checkpoint != session.checkpoint
-                    or d.instance != session.instance
-                    or d.status == "cancelled"
-                ):
-                    log.warning(
-                        "%s sent result %s for an unknown or cancelled check; discarded",
-                        session.name,
-                        incoming.id[:64],
-                    )
-                else:
-                    incoming, changed = protect(incoming, self._data_protection(session))
-                    if changed:
-                        log.warning("%s sent data its data protection should have stripped; dropped", session.name)
-                    db.add(
-                        Result(
-                            id=incoming.id,
-                            monitor_id=d.monitor_id,
-                            check_id=incoming.check_id,
-                            checkpoint=session.checkpoint,
-                            instance=session.instance,
-                            attempt=d.attempt,
-                            ok=incoming.ok,
-                            error=incoming.error,
-                            duration_ms=incoming.duration_ms,
-                            started_at=incoming.started_at,
-                            phases_json=json.dumps(incoming.phases),
-                            details_json=json.dumps(incoming.details),
-                            received_at=now(),
-                        )
-                    )
-                    core.metrics.results.labels(ok=str(incoming.ok).lower()).inc()
-                    if d.status == "pending":
-                        d.status = "done"
-                        follow_up = (d.monitor_id, d.attempt)
-                        self._moves.pop(d.check_id, None)
-        try:
-            await session.send({"type": "ack", "id": incoming.id})
-        finally:  # the result is committed: retry or alert even if the ack can no longer be sent
-            if not duplicate and follow_up is not None:
-                self.release_slot(session.checkpoint, session.instance)
-                await self.outcome(
-                    follow_up[0], session.instance, follow_up[1], ok=incoming.ok, error=incoming.error
-                )
-
-    def _data_protection(self, session: LiveSession) -> dict[str, Any]:
-        if session.health is not None:
-            dp = session.health.get("data_protection")
-            return dp if isinstance(dp, dict) else {}
-        return self.core.stored_health(session.checkpoint, session.instance).get("data_protection") or {}
-
-    async def outcome(self, monitor_id: str, instance: str, attempt: int, *, ok: bool, error: str | None) -> None:
-        """Retry, open or close ``monitor_down`` after a result (or a missing one)."""
-        core = self.core
-        with core.db.session() as db:
-            monitor = db.get(Monitor, monitor_id)
-            cp = db.get(Checkpoint, monitor.checkpoint) if monitor is not None else None
-        if monitor is None or cp is None:
-            return
-        if ok:
-            core.alerts.close_alert(MONITOR_DOWN, monitor.id)
-            return
-        if cp.admin_state == "disabled":
-            return  # no retries and no monitor_down from a checkpoint an admin took out of service
-        if attempt < 2:
-            target = choose(core.registry.for_checkpoint(monitor.checkpoint), avoid=instance, strict=True)
-            if target is None:
-                log.warning("monitor %s failed on %s and no instance is connected for attempt 2", monitor.id, instance)
-                return
-            await self.dispatch(monitor, target, attempt=attempt + 1)
-            return
-        core.alerts.open(
-            MONITOR_DOWN,
-            monitor.id,
-            f"monitor {monitor.name} failed twice on checkpoint {monitor.checkpoint} "
-            f"(last on {instance}): {error or 'error'}",
+def candidates(db: Session, checkpoint: str, alive: frozenset[str]) -> list[Candidate]:
+    """The connected instances of ``checkpoint`` with their pending-check counts."""
+    rows = db.execute(
+        select(Instance.name, Instance.replica_id, Instance.healthy, Instance.session_url).where(
+            Instance.checkpoint == checkpoint, Instance.session_id.is_not(None), Instance.replica_id.in_(alive)
         )
+    ).all()
+    if not rows:
+        return []
+    counts = dict(
+        db.execute(
+            select(Dispatch.instance, func.count())
+            .where(Dispatch.checkpoint == checkpoint, Dispatch.status == "pending")
+            .group_by(Dispatch.instance)
+        ).all()
+    )
+    return [
+        Candidate(name, replica or "", bool(healthy), int(counts.get(name, 0)), url or "")
+        for name, replica, healthy, url in sorted(rows)
+    ]
+
+
+def new_dispatch(
+    db: Session, ctx: Context, monitor: Monitor, target: Candidate, *, attempt: int, moves: int = 0
+) -> Outbound | None:
+    """Record and sign one ``run_check`` for ``target``; None when the instance is gone.
+
+    ``moves`` > 0: it replaces a check lost with its instance (the monitor's schedule is left
+    alone). The monitor row is updated here, so every dispatch takes the monitor's row lock
+    first: a claim by another replica skips the monitor meanwhile.
+    """
+    monitor.last_instance = target.name
+    due_at = None
+    if attempt == 1 and not moves:
+        due_at = monitor.next_due
+        due = monitor.next_due + monitor.interval_s
+        monitor.next_due = due if due > ctx.t else ctx.t + monitor.interval_s
+    seq = take_seq(db, monitor.checkpoint, target.name)
+    if seq is None:
+        return None
+    check_id = str(uuid.uuid4())
+    body = {"check_id": check_id, "monitor_id": monitor.id, "attempt": attempt, "check": monitor.spec}
+    envelope = sign(ctx.key, iss=target.iss, checkpoint=monitor.checkpoint, instance=target.name,
+                    kind="run_check", body=body, seq=seq, lifetime=ctx.lifetime)
+    local = target.replica_id == ctx.me
+    t = now()  # this row's own moment: a claim signs many
+    db.add(
+        Dispatch(
+            check_id=check_id, monitor_id=monitor.id, checkpoint=monitor.checkpoint, instance=target.name,
+            attempt=attempt, dispatched_at=t, due_at=due_at,
+            deadline=t + monitor.timeout_s + ctx.result_margin,
+            status="pending", replica_id=target.replica_id, sent_at=t if local else None,
+            envelope_json=json.dumps(envelope, separators=(",", ":")), moves=moves,
+        )
+    )
+    return Outbound(check_id, monitor.checkpoint, target.name, target.replica_id, envelope, attempt)
+
+
+# --- transactions ------------------------------------------------------------------------------
+
+
+def claim_due(db: Session, ctx: Context, batch: int) -> Effects:
+    """Dispatch due monitors (attempt 1) to connected healthy instances; each monitor once.
+
+    The due monitors are locked with ``SKIP LOCKED``: a monitor another replica is dispatching
+    (or retrying) right now is left to it. After locking, the "no pending dispatch" condition is
+    read again in a new statement, which sees everything committed before the locks were taken.
+    """
+    busy = select(Dispatch.check_id).where(Dispatch.monitor_id == Monitor.id, Dispatch.status == "pending")
+    due = list(
+        db.scalars(
+            select(Monitor)
+            .join(Checkpoint, Checkpoint.name == Monitor.checkpoint)
+            .where(Monitor.next_due <= ctx.t, Checkpoint.admin_state != "disabled", ~busy.exists())
+            .order_by(Monitor.next_due)
+            .limit(batch)
+            .with_for_update(skip_locked=True, of=Monitor)
+        ).all()
+    )
+    effects = Effects(claimed=len(due))
+    if not due:
+        return effects
+    still_busy = set(
+        db.scalars(
+            select(Dispatch.monitor_id).where(
+                Dispatch.monitor_id.in_([m.id for m in due]), Dispatch.status == "pending"
+            )
+        ).all()
+    )
+    by_checkpoint: dict[str, list[Candidate]] = {}
+    for monitor in due:
+        if monitor.id in still_busy:
+            continue
+        pool = by_checkpoint.get(monitor.checkpoint)
+        if pool is None:
+            pool = by_checkpoint[monitor.checkpoint] = candidates(db, monitor.checkpoint, ctx.alive)
+        target = choose([c for c in pool if c.healthy], avoid=monitor.last_instance)
+        if target is None:
+            continue  # stays due; the checkpoint's state and alert tell why
+        try:
+            with db.begin_nested():  # one monitor that cannot be dispatched must not stop the others
+                out = new_dispatch(db, ctx, monitor, target, attempt=1)
+        except Exception:
+            log.exception("monitor %s cannot be dispatched; skipped until its next due time", monitor.id)
+            monitor.next_due = ctx.t + monitor.interval_s
+            continue
+        if out is not None:
+            effects.deliveries.append(out)
+            pool[pool.index(target)] = replace(target, pending=target.pending + 1)
+    return effects
+
+
+def outcome(db: Session, ctx: Context, monitor_id: str, instance: str, attempt: int, *, ok: bool,
+            error: str | None) -> Effects:
+    """Retry, open or close ``monitor_down`` after a result (or a missing one)."""
+    effects = Effects()
+    monitor = db.get(Monitor, monitor_id, with_for_update=True)
+    cp = db.get(Checkpoint, monitor.checkpoint) if monitor is not None else None
+    if monitor is None or cp is None:
+        return effects
+    if ok:
+        effects.alert(close_alert(db, MONITOR_DOWN, monitor.id, ctx.t))
+        return effects
+    if cp.admin_state == "disabled":
+        return effects  # no retries and no monitor_down from a checkpoint an admin took out of service
+    if attempt < 2:
+        target = choose(candidates(db, monitor.checkpoint, ctx.alive), avoid=instance, strict=True)
+        if target is None:
+            log.warning("monitor %s failed on %s and no instance is connected for attempt 2", monitor.id, instance)
+            return effects
+        out = new_dispatch(db, ctx, monitor, target, attempt=attempt + 1)
+        if out is not None:
+            effects.deliveries.append(out)
+        return effects
+    effects.alert(open_alert(
+        db, MONITOR_DOWN, monitor.id,
+        f"monitor {monitor.name} failed twice on checkpoint {monitor.checkpoint} (last on {instance}): "
+        f"{error or 'error'}",
+        ctx.t,
+    ))
+    return effects
+
+
+@dataclass
+class Received:
+    """What became of a result."""
+
+    status: str  # "stored", "duplicate", "refused"
+    effects: Effects = field(default_factory=Effects)
+
+
+def record_result(db: Session, ctx: Context, checkpoint: str, instance: str, incoming: IncomingResult) -> Received:
+    """Store a result of a check dispatched to this very instance, once; then retry or alert.
+
+    The dispatch row is locked first, so two deliveries of the same result (say, to two
+    replicas after a reconnect) are decided one after the other.
+    """
+    d = db.get(Dispatch, incoming.check_id, with_for_update=True)
+    if d is None or (d.checkpoint, d.instance) != (checkpoint, instance) or d.status == "cancelled":
+        return Received("refused")
+    if db.get(Result, incoming.id) is not None:
+        return Received("duplicate")
+    db.add(
+        Result(
+            id=incoming.id, monitor_id=d.monitor_id, check_id=incoming.check_id, checkpoint=checkpoint,
+            instance=instance, attempt=d.attempt, ok=incoming.ok, error=incoming.error,
+            duration_ms=incoming.duration_ms, started_at=incoming.started_at,
+            phases_json=json.dumps(incoming.phases), details_json=json.dumps(incoming.details),
+            received_at=ctx.t,
+        )
+    )
+    received = Received("stored")
+    if d.status == "pending":  # a late result (after a timeout or a move) is stored, nothing more
+        d.status = "done"
+        received.effects = outcome(db, ctx, d.monitor_id, instance, d.attempt, ok=incoming.ok, error=incoming.error)
+    return received
+
+
+def overdue(db: Session, t: float) -> list[str]:
+    """Pending dispatches past their deadline (a bounded batch)."""
+    query = (
+        select(Dispatch.check_id)
+        .where(Dispatch.status == "pending", Dispatch.deadline < t)
+        .order_by(Dispatch.deadline)
+        .limit(EXPIRE_BATCH)
+    )
+    return list(db.scalars(query).all())
+
+
+def expire(db: Session, ctx: Context, check_id: str, error: str) -> Effects:
+    """Count a pending dispatch as an error result (stored with id ``<check_id>:timeout``)."""
+    d = db.get(Dispatch, check_id, with_for_update=True)
+    if d is None or d.status != "pending":
+        return Effects()  # answered meanwhile, or handled by another replica
+    d.status = "timeout"
+    synthetic = f"{check_id}:timeout"
+    if db.get(Result, synthetic) is None:
+        db.add(
+            Result(
+                id=synthetic, monitor_id=d.monitor_id, check_id=check_id, checkpoint=d.checkpoint,
+                instance=d.instance, attempt=d.attempt, ok=False, error=error, duration_ms=None,
+                started_at=d.dispatched_at, phases_json="{}", details_json=json.dumps({"synthetic": True}),
+                received_at=ctx.t,
+            )
+        )
+    log.warning("check %s on %s/%s (attempt %d): %s", check_id, d.checkpoint, d.instance, d.attempt, error)
+    effects = outcome(db, ctx, d.monitor_id, d.instance, d.attempt, ok=False, error=error)
+    effects.timeouts += 1
+    return effects
+
+
+def set_aside(db: Session, check_id: str) -> None:
+    """Mark a dispatch that could not be processed as ``error``, so that no tick tries it again."""
+    db.execute(update(Dispatch).where(Dispatch.check_id == check_id).values(status="error"))
+
+
+def reassign(db: Session, ctx: Context, checkpoint: str, instance: str) -> Effects:
+    """Send the pending checks of ``instance``, whose session ended, to another instance now.
+
+    Each becomes a new dispatch with the same attempt number on another connected instance
+    (healthy first), and the old one is marked ``reassigned``: a result the old instance still
+    delivers later (from its outbox, after a reconnect) is stored under its own id without
+    further bookkeeping, like a late result. Nothing moves when the instance is connected again
+    (it delivers what it ran, and is sent what it missed), when no other instance is connected,
+    nor after :data:`MAX_REASSIGNMENTS` moves of the same check; those wait for their deadline.
+    """
+    effects = Effects()
+    cp = db.get(Checkpoint, checkpoint)
+    if cp is None or cp.admin_state == "disabled":
+        return effects  # taken out of service: its pending checks just run out
+    inst = db.scalar(select(Instance).where(Instance.checkpoint == checkpoint, Instance.name == instance))
+    if inst is not None and inst.session_id is not None and inst.replica_id in ctx.alive:
+        return effects  # it is back already
+    lost = list(
+        db.scalars(
+            select(Dispatch)
+            .where(Dispatch.status == "pending", Dispatch.checkpoint == checkpoint, Dispatch.instance == instance)
+            .order_by(Dispatch.dispatched_at)
+        ).all()
+    )
+    pool = [c for c in candidates(db, checkpoint, ctx.alive) if c.name != instance]
+    for d in lost:
+        target = choose(pool, avoid=instance, strict=True)
+        if target is None or d.moves >= MAX_REASSIGNMENTS:
+            continue
+        monitor = db.get(Monitor, d.monitor_id, with_for_update=True)
+        moved = rowcount(db.execute(
+            update(Dispatch).where(Dispatch.check_id == d.check_id, Dispatch.status == "pending")
+            .values(status="reassigned")
+        ))
+        if monitor is None or not moved:
+            continue  # answered, cancelled or moved meanwhile
+        out = new_dispatch(db, ctx, monitor, target, attempt=d.attempt, moves=d.moves + 1)
+        if out is not None:
+            log.info("check %s (monitor %s, attempt %d) lost with %s/%s; sending it to %s/%s",
+                     d.check_id, d.monitor_id, d.attempt, checkpoint, instance, checkpoint, target.name)
+            effects.deliveries.append(out)
+            pool[pool.index(target)] = replace(target, pending=target.pending + 1)
+    return effects
+
+
+def undelivered(db: Session, me: str, t: float) -> list[Outbound]:
+    """Instructions other replicas made for instances this replica holds; marked as handed over."""
+    rows = list(
+        db.scalars(
+            select(Dispatch).where(Dispatch.status == "pending", Dispatch.replica_id == me, Dispatch.sent_at.is_(None))
+        ).all()
+    )
+    for d in rows:
+        d.sent_at = t
+    return [_outbound(d, me) for d in rows]
+
+
+def pending_for(db: Session, ctx: Context, checkpoint: str, instance: str) -> list[Outbound]:
+    """The pending instructions of an instance that just connected here, to send (again).
+
+    An agent runs an instruction once (its replay cache refuses a nonce it has seen), so the
+    same envelope is sent again: what it missed — say, its previous replica died between the
+    commit and the send — it runs now; what it had, it refuses as ``replayed`` and delivers
+    from its outbox. Envelopes close to expiry are left to their deadline.
+    """
+    rows = list(
+        db.scalars(
+            select(Dispatch).where(
+                Dispatch.status == "pending", Dispatch.checkpoint == checkpoint, Dispatch.instance == instance,
+                Dispatch.dispatched_at > ctx.t - ctx.lifetime + RESEND_MARGIN_S,
+            )
+        ).all()
+    )
+    for d in rows:
+        d.replica_id, d.sent_at = ctx.me, ctx.t
+    return [replace(_outbound(d, ctx.me), new=False) for d in rows]
+
+
+def _outbound(d: Dispatch, replica: str) -> Outbound:
+    return Outbound(d.check_id, d.checkpoint, d.instance, replica, json.loads(d.envelope_json), d.attempt,
+                    new=False)
+
+
+def availability(db: Session, ctx: Context, grace: float) -> Effects:
+    """``checkpoint_unavailable`` for checkpoints without a connected instance for ``grace`` seconds.
+
+    Counted from the latest of: the last disconnect of any of its instances, its creation, and
+    the start of the oldest replica alive (a control plane that was down knows nothing better).
+    """
+    effects = Effects()
+    if not ctx.alive:
+        return effects
+    up_since = db.scalar(select(func.min(Replica.started_at)).where(Replica.id.in_(ctx.alive))) or ctx.t
+    connected = case(
+        (and_(Instance.session_id.is_not(None), Instance.replica_id.in_(ctx.alive)), 1), else_=0
+    )
+    per_checkpoint = {
+        cp: (int(any_connected or 0), last_gone)
+        for cp, any_connected, last_gone in db.execute(
+            select(Instance.checkpoint, func.max(connected), func.max(Instance.last_disconnected_at))
+            .group_by(Instance.checkpoint)
+        ).all()
+    }
+    for name, created_at in db.execute(
+        select(Checkpoint.name, Checkpoint.created_at).where(Checkpoint.admin_state != "disabled")
+    ).all():
+        any_connected, last_gone = per_checkpoint.get(name, (0, None))
+        if any_connected:
+            continue
+        since = max(last_gone or 0.0, created_at, up_since)
+        if ctx.t - since < grace:
+            continue
+        try:
+            with db.begin_nested():  # one checkpoint's trouble must not keep the others' alerts back
+                effects.alert(open_alert(
+                    db, CHECKPOINT_UNAVAILABLE, name,
+                    f"no instance of checkpoint {name} has been connected for {round(ctx.t - since)} s", ctx.t,
+                ))
+        except Exception:
+            log.exception("checkpoint_unavailable for %s could not be opened", name)
+    return effects
+
+
+def extend_deadlines(db: Session, not_before: float) -> None:
+    """Give pending dispatches until at least ``not_before`` (after the whole control plane was down)."""
+    db.execute(
+        update(Dispatch).where(Dispatch.status == "pending", Dispatch.deadline < not_before).values(deadline=not_before)
+    )
+
+
+def prune(db: Session, t: float) -> None:
+    """Forget finished dispatches older than a day (results are kept; they are the data)."""
+    db.execute(
+        delete(Dispatch).where(Dispatch.status != "pending", Dispatch.dispatched_at < t - DISPATCH_RETENTION_S)
+    )

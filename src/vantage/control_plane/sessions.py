@@ -14,17 +14,18 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from vantage.control_plane.config import Settings
 from vantage.control_plane.db import Instance, now
-from vantage.control_plane.health import LiveView, instance_healthy
-from vantage.protocol import VerificationError, make_instruction, normalize_url, verify_hello
-
-if TYPE_CHECKING:
-    from vantage.control_plane.core import ControlPlane
+from vantage.control_plane.metrics import Metrics
+from vantage.control_plane.store import Store
+from vantage.control_plane.validation import parse_json
+from vantage.protocol import VerificationError, normalize_url, verify_hello
 
 log = logging.getLogger("vantage.control_plane.sessions")
 
@@ -60,19 +61,23 @@ class SessionError(Exception):
 
 @dataclass(eq=False)
 class LiveSession:
-    """One authenticated agent connection."""
+    """One authenticated agent connection held by this replica."""
 
     checkpoint: str
     instance: str
     ws: web.WebSocketResponse
     control_plane: str
     peer: str
+    #: random id of this session, stored with the instance so that every replica knows which
+    #: session (of which replica) is the instance's live one
+    session_id: str = field(default_factory=lambda: secrets.token_hex(16))
     connected_at: float = field(default_factory=now)
     last_heartbeat: float | None = None
     health: dict[str, Any] | None = None
-    pending: int = 0
     closed: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: ``time.monotonic()`` once the database records this session as the instance's live one
+    stored_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -80,11 +85,8 @@ class LiveSession:
 
     @property
     def healthy(self) -> bool:
-        return instance_healthy(self.view)
-
-    @property
-    def view(self) -> LiveView:
-        return LiveView(self.health)
+        """No heartbeat yet this session, or the latest did not say ``healthy: false``."""
+        return self.health is None or self.health.get("healthy") is not False
 
     def last_sign_of_life(self) -> float:
         return self.last_heartbeat if self.last_heartbeat is not None else self.connected_at
@@ -102,6 +104,8 @@ class LiveSession:
         """
         try:
             await asyncio.wait_for(self.ws.send_str(json.dumps(message, separators=(",", ":"))), SEND_TIMEOUT_S)
+        except ConnectionResetError as exc:
+            raise ConnectionError(f"{self.name} is disconnected: {exc}") from None
         except TimeoutError:
             log.warning("%s does not read its socket; closing it", self.name)
             closing_task(self, CLOSE_POLICY, "send timeout")
@@ -116,18 +120,15 @@ class LiveSession:
 
 
 class Registry:
-    """Live sessions, one per instance; and since when each checkpoint has none."""
+    """The live sessions of this replica, one per instance."""
 
-    def __init__(self, started_at: float) -> None:
+    def __init__(self) -> None:
         self._sessions: dict[tuple[str, str], LiveSession] = {}
-        self._none_since: dict[str, float] = {}
-        self.started_at = started_at
 
     def add(self, session: LiveSession) -> LiveSession | None:
         """Register ``session``; returns the session it replaces, if any."""
         old = self._sessions.get((session.checkpoint, session.instance))
         self._sessions[(session.checkpoint, session.instance)] = session
-        self._none_since.pop(session.checkpoint, None)
         return old
 
     def remove(self, session: LiveSession) -> bool:
@@ -136,22 +137,13 @@ class Registry:
         if self._sessions.get(key) is not session:
             return False
         del self._sessions[key]
-        if not self.for_checkpoint(session.checkpoint):
-            self._none_since[session.checkpoint] = now()
         return True
 
     def get(self, checkpoint: str, instance: str) -> LiveSession | None:
         return self._sessions.get((checkpoint, instance))
 
-    def for_checkpoint(self, checkpoint: str) -> list[LiveSession]:
-        return [s for (cp, _), s in sorted(self._sessions.items()) if cp == checkpoint]
-
     def all(self) -> list[LiveSession]:
         return list(self._sessions.values())
-
-    def none_connected_since(self, checkpoint: str) -> float:
-        """Since when ``checkpoint`` has had no live session (at the latest: process start)."""
-        return self._none_since.get(checkpoint, self.started_at)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -227,9 +219,9 @@ def _decode(msg: Any) -> dict[str, Any]:
     if msg.type != WSMsgType.TEXT:
         raise SessionError("bad_frame", f"unexpected frame {msg.type.name}")
     try:
-        data = json.loads(msg.data)
+        data = parse_json(msg.data)
     except (ValueError, RecursionError):
-        raise SessionError("bad_json", "frame is not JSON") from None
+        raise SessionError("bad_json", "frame is not JSON (or has a non-finite number)") from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise SessionError("bad_message", "message must be an object with a string type")
     return data
@@ -238,36 +230,98 @@ def _decode(msg: Any) -> dict[str, Any]:
 # --- the endpoint ----------------------------------------------------------------------------
 
 
-def public_url(core: ControlPlane, request: web.Request) -> str:
+class SessionHost(Protocol):
+    """What the websocket endpoint needs from the rest of the control plane (:class:`~.core.ControlPlane`)."""
+
+    settings: Settings
+    metrics: Metrics
+    store: Store
+    handshakes: HandshakeSlots
+
+    async def session_opened(self, session: LiveSession) -> None: ...
+
+    async def session_closed(self, session: LiveSession) -> None: ...
+
+    def heartbeat(self, session: LiveSession, health: dict[str, Any]) -> None: ...
+
+    async def handle_result(self, session: LiveSession, result: dict[str, Any]) -> None: ...
+
+
+HOST_KEY = web.AppKey("vantage_session_host", SessionHost)
+
+
+def public_url(settings: Settings, request: web.Request) -> str:
     """The URL agents must have signed: ``--public-url`` or the request's scheme and Host."""
-    if core.settings.public_url:
-        return normalize_url(core.settings.public_url)
+    if settings.public_url:
+        return normalize_url(settings.public_url)
     return normalize_url(f"{request.scheme}://{request.host}")
+
+
+class HandshakeSlots:
+    """Counts connections that have not authenticated yet, in total and per client address.
+
+    A connection holds a slot from the upgrade until its hello is verified or it is closed, so
+    ``total`` and ``per_address`` bound what unauthenticated clients can hold open at once (each
+    for at most the hello deadline).
+    """
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.limit, self.per_address_limit = total, per_address
+        self.total = 0
+        self.by_address: dict[str, int] = {}
+
+    def acquire(self, address: str) -> bool:
+        held = self.by_address.get(address, 0)
+        if self.total >= self.limit or held >= self.per_address_limit:
+            return False
+        self.total += 1
+        self.by_address[address] = held + 1
+        return True
+
+    def release(self, address: str) -> None:
+        self.total -= 1
+        held = self.by_address.pop(address) - 1
+        if held:
+            self.by_address[address] = held
 
 
 async def agent_connect(request: web.Request) -> web.StreamResponse:
     """``GET /api/v1/agent/connect``: one agent session."""
-    from vantage.control_plane.core import CORE_KEY
-
-    core = request.app[CORE_KEY]
-    settings = core.settings
+    host = request.app[HOST_KEY]
+    settings = host.settings
+    peer = request.remote or "?"
+    slots = host.handshakes
+    if not slots.acquire(peer):
+        host.metrics.ws_rejections.labels(reason="too_many_handshakes").inc()
+        log.warning("refusing a websocket from %s: too many unauthenticated connections", peer)
+        return web.json_response(
+            {"error": "too many unauthenticated connections; retry later"}, status=503, headers={"Retry-After": "5"}
+        )
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_interval,
         max_msg_size=settings.max_msg_size,
         autoping=True,
     )
-    await ws.prepare(request)
-    peer = request.remote or "?"
     session: LiveSession | None = None
+    opened = False
     try:
-        session = await _handshake(core, request, ws, peer)
-        await core.session_opened(session)
-        await _serve(core, session)
+        try:
+            # one deadline for the whole handshake: pings, pongs or slow frames never extend it
+            async with asyncio.timeout(settings.hello_timeout):
+                await ws.prepare(request)
+                session = await _handshake(host, request, ws, peer)
+        except TimeoutError:
+            raise SessionError("hello_timeout", f"no hello within {settings.hello_timeout:g} s") from None
+        finally:
+            slots.release(peer)
+        await host.session_opened(session)
+        opened = True
+        await _serve(host, session)
     except SessionError as exc:
         name = session.name if session else "unauthenticated client"
         log.warning("closing session of %s from %s: %s %s", name, peer, exc.reason, exc.detail)
-        core.metrics.ws_rejections.labels(reason=exc.reason).inc()
-        if not ws.closed:
+        host.metrics.ws_rejections.labels(reason=exc.reason).inc()
+        if ws.prepared and not ws.closed:
             try:
                 await ws.send_str(json.dumps({"type": "error", "error": exc.reason}))
             except Exception as send_exc:  # noqa: BLE001 - best effort before closing
@@ -278,35 +332,30 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
         raise
     except Exception:
         log.exception("session from %s failed", peer)
-        if not ws.closed:
+        if ws.prepared and not ws.closed:
             await ws.close(code=int(WSCloseCode.INTERNAL_ERROR), message=b"internal error")
     finally:
-        if session is not None:
-            core.session_closed(session)
+        if session is not None and opened:
+            await asyncio.shield(host.session_closed(session))
     return ws
 
 
-async def _handshake(
-    core: ControlPlane, request: web.Request, ws: web.WebSocketResponse, peer: str
-) -> LiveSession:
+async def _handshake(host: SessionHost, request: web.Request, ws: web.WebSocketResponse, peer: str) -> LiveSession:
     challenge = secrets.token_hex(32)
     await ws.send_str(json.dumps({"type": "challenge", "challenge": challenge, "server_time": int(now())}))
-    try:
-        msg = await ws.receive(timeout=core.settings.hello_timeout)
-    except TimeoutError:
-        raise SessionError("hello_timeout", "no hello in time") from None
+    msg = await ws.receive()
     if msg.type == WSMsgType.ERROR:
         raise SessionError("bad_frame", str(ws.exception() or "receive error"))
     if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
         raise SessionError("closed_before_hello")
     data = _decode(msg)
     if data["type"] != "hello" or not isinstance(data.get("envelope"), dict):
-        raise SessionError("expected_hello", f"first message was {data['type'][:32]!r}")
+        raise SessionError("expected_hello", "the first message was not a hello")
     envelope = data["envelope"]
-    url = public_url(core, request)
-    inst = _verify_hello(core, envelope, challenge, url)
+    url = public_url(host.settings, request)
+    inst = await _verify_hello(host, envelope, challenge, url)
     session = LiveSession(checkpoint=inst.checkpoint, instance=inst.name, ws=ws, control_plane=url, peer=peer)
-    interval = core.settings.heartbeat_interval
+    interval = host.settings.heartbeat_interval
     await session.send(
         {
             "type": "welcome",
@@ -317,7 +366,11 @@ async def _handshake(
     return session
 
 
-def _verify_hello(core: ControlPlane, envelope: dict[str, Any], challenge: str, url: str) -> Instance:
+def _instances_with_keys(db: Session, keyids: list[str]) -> list[Instance]:
+    return list(db.scalars(select(Instance).where(Instance.keyid.in_(keyids)).limit(MAX_KEYID_CANDIDATES)).all())
+
+
+async def _verify_hello(host: SessionHost, envelope: dict[str, Any], challenge: str, url: str) -> Instance:
     """The enrolled instance whose key signed this hello; :class:`SessionError` otherwise.
 
     The instance is found by the signature's key id, so the unverified payload is never parsed
@@ -331,10 +384,7 @@ def _verify_hello(core: ControlPlane, envelope: dict[str, Any], challenge: str, 
     ]
     if not keyids:
         raise SessionError("malformed_envelope", "hello has no usable signature")
-    with core.db.session() as db:
-        candidates = list(
-            db.scalars(select(Instance).where(Instance.keyid.in_(keyids)).limit(MAX_KEYID_CANDIDATES)).all()
-        )
+    candidates = await host.store.run(_instances_with_keys, keyids)
     if not candidates:
         raise SessionError("unknown_instance", "no enrolled instance has the hello's key")
     error: VerificationError | None = None
@@ -351,14 +401,18 @@ def _verify_hello(core: ControlPlane, envelope: dict[str, Any], challenge: str, 
         except VerificationError as exc:
             error = exc
             continue
+        except ValueError as exc:  # a key stored before such keys were refused (small order…)
+            log.error("the enrolled key of %s/%s is unusable: %s", inst.checkpoint, inst.name, exc)
+            error = VerificationError("unknown_key", "the enrolled key is unusable")
+            continue
         return inst
     assert error is not None
     raise SessionError(error.reason, error.message)
 
 
-async def _serve(core: ControlPlane, session: LiveSession) -> None:
+async def _serve(host: SessionHost, session: LiveSession) -> None:
     """The message loop of an authenticated session."""
-    bucket = TokenBucket(core.settings.message_rate, core.settings.message_burst)
+    bucket = TokenBucket(host.settings.message_rate, host.settings.message_burst)
     ws = session.ws
     while not ws.closed:
         msg = await ws.receive()
@@ -371,18 +425,22 @@ async def _serve(core: ControlPlane, session: LiveSession) -> None:
         data = _decode(msg)
         kind = data["type"]
         if kind == "heartbeat":
-            core.heartbeat(session, sanitize_health(data.get("health")))
+            host.heartbeat(session, sanitize_health(data.get("health")))
         elif kind == "result":
             result = data.get("result")
             if not isinstance(result, dict):
                 raise SessionError("malformed_result", "result must be an object")
-            await core.scheduler.handle_result(session, result)
+            await host.handle_result(session, result)
         elif kind == "rejected":
             reason: str = data["reason"] if isinstance(data.get("reason"), str) else "?"
             label = reason if reason in KNOWN_REJECTION_REASONS else "other"
-            core.metrics.agent_rejections.labels(reason=label).inc()
+            host.metrics.agent_rejections.labels(reason=label).inc()
             nonce = data.get("nonce")
-            log.warning(
+            # "replayed" is expected after a reconnect: pending checks are sent again, and the
+            # agent refuses the ones it already has (it runs each instruction once)
+            level = logging.INFO if reason == "replayed" else logging.WARNING
+            log.log(
+                level,
                 "%s rejected an instruction (nonce %s): %s",
                 session.name,
                 nonce[:32] if isinstance(nonce, str) else None,
@@ -394,38 +452,11 @@ async def _serve(core: ControlPlane, session: LiveSession) -> None:
             log.info("%s sent an unknown message type %r; ignored", session.name, kind[:32])
 
 
-def build_instruction(
-    core: ControlPlane, session: LiveSession, kind: str, body: dict[str, Any], *, key: Any = None
-) -> dict[str, Any]:
-    """The ``instruction`` message for ``session``'s instance, signed (by default) with the current key."""
-    with core.db.session() as db:
-        inst = db.scalar(
-            select(Instance).where(Instance.checkpoint == session.checkpoint, Instance.name == session.instance)
-        )
-        if inst is None:
-            raise ConnectionError(f"{session.name} is no longer enrolled")
-        inst.seq += 1
-        seq = inst.seq
-    envelope = make_instruction(
-        key if key is not None else core.keys.current,
-        iss=session.control_plane,
-        aud=session.name,
-        kind=kind,
-        body=body,
-        seq=seq,
-        lifetime=core.settings.instruction_lifetime,
-    )
-    return {"type": "instruction", "envelope": envelope}
-
-
-async def send_instruction(
-    core: ControlPlane, session: LiveSession, kind: str, body: dict[str, Any], *, key: Any = None
-) -> None:
-    """Sign an instruction for ``session``'s instance and send it (raises if the socket is gone)."""
-    message = build_instruction(core, session, kind, body, key=key)
+async def send_envelope(session: LiveSession, envelope: dict[str, Any]) -> None:
+    """Send a signed instruction to ``session`` (:class:`ConnectionError` when the socket is gone)."""
     if session.closed or session.ws.closed:
         raise ConnectionError(f"{session.name} is disconnected")
-    await session.send(message)
+    await session.send({"type": "instruction", "envelope": envelope})
 
 
 def closing_task(session: LiveSession, code: int, reason: str) -> None:
@@ -439,12 +470,14 @@ def closing_task(session: LiveSession, code: int, reason: str) -> None:
 _background: set[asyncio.Task[None]] = set()
 
 __all__ = [
+    "HOST_KEY",
+    "HandshakeSlots",
     "LiveSession",
     "Registry",
     "SessionError",
+    "SessionHost",
     "agent_connect",
-    "build_instruction",
     "closing_task",
     "sanitize_health",
-    "send_instruction",
+    "send_envelope",
 ]

@@ -34,12 +34,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from vantage import __version__
-from vantage.control_plane.api_checkpoints import live_views, load_checkpoint
-from vantage.control_plane.auth import allows, hash_token
+from vantage.control_plane.alerts import list_alerts
+from vantage.control_plane.api_checkpoints import load_checkpoint
+from vantage.control_plane.auth import allows, hash_token, token_row
 from vantage.control_plane.core import ControlPlane
-from vantage.control_plane.db import Alert, ApiToken, Checkpoint, Monitor, now
+from vantage.control_plane.db import Alert, Checkpoint, Monitor, now
 from vantage.control_plane.health import ACTIVE, DISABLED, MAINTENANCE, UNAVAILABLE, checkpoint_health
 from vantage.control_plane.web_common import core_of
 
@@ -176,19 +178,18 @@ def _sessions(request: web.Request) -> UiSessions:
     return request.app[UI_SESSIONS_KEY]
 
 
-def _current(request: web.Request) -> tuple[str, UiSession] | None:
+async def _current(request: web.Request) -> tuple[str, UiSession] | None:
     """The request's session, if its cookie is valid and its token still exists with ``read``."""
     session_id = request.cookies.get(COOKIE_NAME)
     session = _sessions(request).get(session_id)
     if session is None or session_id is None:
         return None
-    with core_of(request).db.session() as db:
-        row = db.get(ApiToken, session.token_id)
-        valid = (
-            row is not None
-            and hmac.compare_digest(row.token_hash, session.token_hash)
-            and allows(row.scope_set, "read")
-        )
+    row = await core_of(request).store.run(token_row, session.token_id)
+    valid = (
+        row is not None
+        and hmac.compare_digest(row.token_hash, session.token_hash)
+        and allows(row.scope_set, "read")
+    )
     if not valid:  # revoked, replaced bootstrap token, or scopes changed
         _sessions(request).drop(session_id)
         return None
@@ -262,7 +263,7 @@ async def icon(_request: web.Request) -> web.Response:
 
 async def login_form(request: web.Request) -> web.Response:
     # a token in the query string is ignored on purpose: URLs end up in logs and histories
-    if _current(request) is not None:
+    if await _current(request) is not None:
         return _redirect(UI_PATH)
     return _html(_login_html(None))
 
@@ -282,7 +283,7 @@ async def login(request: web.Request) -> web.Response:
     if not token or len(token) > MAX_TOKEN_LENGTH:
         principal = None
     else:
-        principal = core_of(request).tokens.authenticate(token)
+        principal = await core_of(request).tokens.authenticate(token)
     if principal is None or not allows(principal.scopes, "read"):
         sessions.login_failed(client)
         log.warning("ui login refused from %s", client)  # the token itself is never logged
@@ -300,7 +301,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     if not _same_origin(request):
         return _forbidden("This form must be sent from the control plane's own page.")
-    current = _current(request)
+    current = await _current(request)
     if current is not None:
         session_id, session = current
         form = await request.post()
@@ -315,12 +316,12 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def page(request: web.Request) -> web.Response:
-    current = _current(request)
+    current = await _current(request)
     if current is None:
         return _redirect(LOGIN_PATH)
     _session_id, session = current
     core = core_of(request)
-    return _html(render_page(collect(core), session.name, session.csrf, refresh_seconds(core)))
+    return _html(render_page(await collect(core), session.name, session.csrf, refresh_seconds(core)))
 
 
 def add_ui_routes(app: web.Application) -> None:
@@ -358,25 +359,28 @@ class PageData:
     alerts: list[dict[str, Any]]
 
 
-def collect(core: ControlPlane) -> PageData:
+async def collect(core: ControlPlane) -> PageData:
     """Everything the page shows, computed by the same functions as the REST health view."""
+    return await core.store.run(_collect, core.alive, core.keys.keyid)
+
+
+def _collect(db: Session, alive: frozenset[str], keyid: str) -> PageData:
     t = now()
     views: list[CheckpointView] = []
-    with core.db.session() as db:
-        names = list(db.scalars(select(Checkpoint.name).order_by(Checkpoint.name)).all())
-        for name in names:
-            cp, instances = load_checkpoint(db, name)
-            health = checkpoint_health(cp, instances, live_views(core, name), t)
-            views.append(CheckpointView(cp.description or "", cp.labels, health))
-        open_alerts = core.alerts.list(open_only=True, limit=OPEN_ALERTS_SHOWN)
-        closed_alerts = core.alerts.list(open_only=False, limit=CLOSED_ALERTS_SHOWN)
-        monitor_ids = {a.subject for a in [*open_alerts, *closed_alerts] if a.kind == "monitor_down"}
-        monitors = {
-            m.id: (m.name, m.checkpoint)
-            for m in db.scalars(select(Monitor).where(Monitor.id.in_(monitor_ids))).all()
-        } if monitor_ids else {}
+    names = list(db.scalars(select(Checkpoint.name).order_by(Checkpoint.name)).all())
+    for name in names:
+        cp, instances = load_checkpoint(db, name)
+        health = checkpoint_health(cp, instances, alive, t)
+        views.append(CheckpointView(cp.description or "", cp.labels, health))
+    open_alerts = list_alerts(db, open_only=True, limit=OPEN_ALERTS_SHOWN)
+    closed_alerts = list_alerts(db, open_only=False, limit=CLOSED_ALERTS_SHOWN)
+    monitor_ids = {a.subject for a in [*open_alerts, *closed_alerts] if a.kind == "monitor_down"}
+    monitors = {
+        m.id: (m.name, m.checkpoint)
+        for m in db.scalars(select(Monitor).where(Monitor.id.in_(monitor_ids))).all()
+    } if monitor_ids else {}
     alerts = [_alert_view(a, monitors) for a in [*open_alerts, *closed_alerts]]
-    return PageData(__version__, core.keys.keyid, t, views, alerts)
+    return PageData(__version__, keyid, t, views, alerts)
 
 
 def _alert_view(alert: Alert, monitors: dict[str, tuple[str, str]]) -> dict[str, Any]:

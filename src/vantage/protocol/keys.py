@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from pathlib import Path
 
@@ -146,9 +147,68 @@ def public_key_raw_from_b64(value: str) -> bytes:
     return raw
 
 
+# Edwards25519 (RFC 8032, section 5.1): -x^2 + y^2 = 1 + d x^2 y^2 over GF(p).
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+_IDENTITY = (0, 1)
+
+
+def _decode_point(raw: bytes) -> tuple[int, int]:
+    """The affine point of a 32-byte encoding; :class:`ValueError` unless canonical and on the curve."""
+    encoded = int.from_bytes(raw, "little")
+    sign, y = encoded >> 255, encoded & ((1 << 255) - 1)
+    if y >= _P:
+        raise ValueError("public key is not a canonical encoding (y >= p)")
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if (v * x * x - u) % _P != 0:
+        x = x * _SQRT_M1 % _P
+        if (v * x * x - u) % _P != 0:
+            raise ValueError("public key is not a point on the curve")
+    if x == 0 and sign:
+        raise ValueError("public key is not a canonical encoding (x = 0 with the sign bit set)")
+    if x & 1 != sign:
+        x = _P - x
+    return x, y
+
+
+def _add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2 % _P
+    x3 = (x1 * y2 + y1 * x2) * pow(1 + t, -1, _P) % _P
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, -1, _P) % _P
+    return x3, y3
+
+
+@functools.lru_cache(maxsize=4096)
+def check_public_point(raw: bytes) -> None:
+    """Refuse a raw Ed25519 public key that no honest key generation produces.
+
+    :class:`ValueError` for a non-canonical encoding (``y >= p``, or ``x = 0`` with the sign bit
+    set), a value that is not a curve point, and a point of small order (one of the 8 torsion
+    points, the identity included): with such a key a signature can be forged without any secret
+    (for example ``R`` = identity, ``S`` = 0 verifies for a quarter of all messages). The same
+    rule as libsodium's ``crypto_sign_verify_detached``. Every layer that accepts a public key —
+    enrollment at the control plane, trusted-keys files, hello verification — goes through
+    :func:`public_key_from_b64` and therefore through here.
+    """
+    if len(raw) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"public key must be {PUBLIC_KEY_BYTES} bytes, got {len(raw)}")
+    point = _decode_point(raw)
+    for _ in range(3):  # [8]P
+        point = _add(point, point)
+    if point == _IDENTITY:
+        raise ValueError("public key is a point of small order")
+
+
 def public_key_from_b64(value: str) -> Ed25519PublicKey:
-    """An :class:`Ed25519PublicKey` from base64 of its raw 32 bytes (:class:`ValueError` if bad)."""
+    """An :class:`Ed25519PublicKey` from base64 of its raw 32 bytes (:class:`ValueError` if bad).
+
+    Small-order and non-canonical keys are refused (:func:`check_public_point`).
+    """
     raw = public_key_raw_from_b64(value)
+    check_public_point(raw)
     try:
         return Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as exc:

@@ -11,13 +11,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.agents import Api, RunningServer, make_settings, start_server
 
 from vantage.agent.config import ConfigError, load_config
 from vantage.checks import CheckOptions, run_check, validate_spec
 from vantage.checks.credentials import Credential, CredentialError, CredentialStore
 from vantage.checks.result import CheckFailure, Probe
 from vantage.checks.spec import TYPES
-from vantage.control_plane.testing import Api, RunningServer, make_settings, start_server
 
 CANARY = "Canary-c0ffee-7d1e\"q'\\"
 KEY_CANARY = (

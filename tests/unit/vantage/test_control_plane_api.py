@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.agents import ADMIN_TOKEN, Api, RunningServer, make_settings, start_server
 
-from vantage.control_plane.testing import ADMIN_TOKEN, Api, RunningServer, make_settings, start_server
 from vantage.protocol import (
     RELEASE_TYPE,
     TrustStore,
@@ -127,7 +127,7 @@ async def test_tokens_created_listed_revoked(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"name": "x", "scopes": ["root"]}, "scopes"), ({"name": "x", "scopes": []}, "scopes"),
+    [({"name": "x", "scopes": ["root"]}, "scopes.0"), ({"name": "x", "scopes": []}, "scopes"),
      ({"scopes": ["read"]}, "name"), ({"name": "x", "scopes": ["read"], "admin": True}, "admin")],
 )
 async def test_token_validation(api: Api, body: dict[str, Any], field: str) -> None:
@@ -342,3 +342,87 @@ async def test_release_publish_and_signed_manifest(api: Api, server: RunningServ
 async def test_release_validation(api: Api, body: dict[str, Any], field: str) -> None:
     status, data = await api.call("PUT", "/api/v1/releases/stable", body)
     assert status == 422 and data["field"] == field
+
+
+# --- findings: names with a newline, non-finite numbers, small-order keys ---------------------------
+
+NEWLINE_CASES = [
+    ("PUT", "/api/v1/checkpoints/cp1%0A", {}, "checkpoint"),
+    ("GET", "/api/v1/checkpoints/cp1%0A", None, "checkpoint"),
+    ("PUT", "/api/v1/checkpoints/cp/instances/a%0A", {"public_key": "KEY"}, "instance"),
+    ("PUT", "/api/v1/releases/stable%0A", {"image": "x", "digest": "sha256:" + "0" * 64, "version": "1.0"},
+     "channel"),
+    ("PUT", "/api/v1/releases/stable", {"image": "x", "digest": "sha256:" + "0" * 64 + "\n", "version": "1.0"},
+     "digest"),
+    ("PUT", "/api/v1/releases/stable", {"image": "x", "digest": "sha256:" + "0" * 64, "version": "1.0\n"},
+     "version"),
+    ("POST", "/api/v1/monitors", {"name": "m", "checkpoint": "cp\n", "type": "tcp", "target": "h:1"},
+     "checkpoint"),
+    ("PUT", "/api/v1/checkpoints/cp", {"credentials": ["db\n"]}, "credentials.0"),
+]
+
+
+@pytest.mark.parametrize("case", NEWLINE_CASES, ids=[f"{c[0]} {c[1]} {c[3]}" for c in NEWLINE_CASES])
+async def test_a_trailing_newline_is_not_a_name(api: Api, case: tuple[str, str, Any, str]) -> None:
+    """Every name, channel, digest and version is checked with a full match of the contract's rule."""
+    method, path, body, field = case
+    await api.ok("PUT", "/api/v1/checkpoints/cp", {})
+    if body and body.get("public_key") == "KEY":
+        body = {"public_key": public_key_b64(generate_key())}
+    status, data = await api.call(method, path, body)
+    assert (status, data.get("field")) == (422, field), data
+    listing = await api.ok("GET", "/api/v1/checkpoints")
+    assert [c["name"] for c in listing["checkpoints"]] == ["cp"]
+
+
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"]
+
+
+@pytest.mark.parametrize("literal", NON_FINITE)
+async def test_non_finite_numbers_are_refused_in_every_body(api: Api, literal: str) -> None:
+    """JSON has no NaN or Infinity: a body with one (or a number that overflows to it) is a 422."""
+    await api.ok("PUT", "/api/v1/checkpoints/cp", {})
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    bodies = [
+        ("POST", "/api/v1/monitors",
+         '{"name": "m", "checkpoint": "cp", "type": "http", "target": "https://h/", "expect_status": [%s]}'),
+        ("POST", "/api/v1/monitors", '{"name": "m", "checkpoint": "cp", "type": "tcp", "timeout_s": %s}'),
+        ("PUT", "/api/v1/checkpoints/cp", '{"labels": {"x": %s}}'),
+        ("POST", "/api/v1/signing-keys/rotate", '{"grace_s": %s}'),
+    ]
+    for method, path, template in bodies:
+        async with api.http.request(method, api.base + path, data=(template % literal).encode(),
+                                    headers=headers) as response:
+            data = await response.json()
+            assert (response.status, data.get("field")) == (422, "body"), (path, data)
+            assert "not a finite number" in data["error"] or "finite" in data["error"]
+    listing = await api.ok("GET", "/api/v1/monitors")
+    assert listing == {"monitors": []}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+P = 2**255 - 19
+#: the identity, a point of order 2, points of order 4 and 8 (canonical encodings), and
+#: non-canonical encodings (y >= p, or x = 0 with the sign bit set)
+SMALL_ORDER_OR_NON_CANONICAL = {
+    "zero (order 4)": bytes(32),
+    "identity": (1).to_bytes(32, "little"),
+    "order 2": (P - 1).to_bytes(32, "little"),
+    "order 8": bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    "order 8 (2)": bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    "y = p (non-canonical zero)": P.to_bytes(32, "little"),
+    "y = p + 1 (non-canonical identity)": (P + 1).to_bytes(32, "little"),
+    "identity with the sign bit": (1 | 1 << 255).to_bytes(32, "little"),
+}
+
+
+@pytest.mark.parametrize("raw", list(SMALL_ORDER_OR_NON_CANONICAL.values()), ids=list(SMALL_ORDER_OR_NON_CANONICAL))
+async def test_small_order_and_non_canonical_keys_are_refused_at_enrollment(api: Api, raw: bytes) -> None:
+    await api.ok("PUT", "/api/v1/checkpoints/cp", {})
+    status, data = await api.call("PUT", "/api/v1/checkpoints/cp/instances/a", {"public_key": _b64(raw)})
+    assert (status, data.get("field")) == (422, "public_key"), data
+    status, _ = await api.call("GET", "/api/v1/checkpoints/cp")
+    assert (await api.ok("GET", "/api/v1/checkpoints/cp"))["instances"] == []

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
+from sqlalchemy import text
 
-from vantage.control_plane.alerts import CHECKPOINT_UNAVAILABLE, MONITOR_DOWN, Alerts
+from vantage.control_plane.alerts import (
+    CHECKPOINT_UNAVAILABLE,
+    MONITOR_DOWN,
+    close_alert,
+    is_open,
+    list_alerts,
+    open_alert,
+    open_counts,
+)
 from vantage.control_plane.auth import (
     TokenStore,
     allows,
@@ -17,11 +25,11 @@ from vantage.control_plane.auth import (
     new_token,
     read_token_file,
 )
-from vantage.control_plane.db import Checkpoint, Database, Instance
-from vantage.control_plane.health import LiveView, checkpoint_health, checkpoint_state, instance_healthy
-from vantage.control_plane.metrics import Metrics
-from vantage.control_plane.scheduler import IncomingResult, choose, parse_result, protect
+from vantage.control_plane.db import Checkpoint, Instance
+from vantage.control_plane.health import OFFLINE, Presence, checkpoint_health, checkpoint_state, presence
+from vantage.control_plane.scheduler import Candidate, IncomingResult, choose, parse_result, protect
 from vantage.control_plane.sessions import LiveSession, Registry, SessionError, TokenBucket, sanitize_health
+from vantage.control_plane.store import Store
 
 # --- tokens and scopes ----------------------------------------------------------------------
 
@@ -58,23 +66,23 @@ def test_read_token_file(tmp_path: Path) -> None:
         read_token_file(str(tmp_path / "missing"))
 
 
-def test_bootstrap_token_replaced_when_file_changes(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    db.create_schema()
+async def test_bootstrap_token_replaced_when_file_changes(tmp_path: Path) -> None:
+    db = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    await db.create_schema()
     store = TokenStore(db)
-    store.install_bootstrap("first-admin-token-123456")
-    store.install_bootstrap("first-admin-token-123456")
-    assert [t.name for t in store.list()] == ["bootstrap-admin"]
-    assert store.authenticate("first-admin-token-123456") is not None
-    store.install_bootstrap("second-admin-token-123456")
-    assert store.authenticate("first-admin-token-123456") is None
-    principal = store.authenticate("second-admin-token-123456")
+    await store.install_bootstrap("first-admin-token-123456")
+    await store.install_bootstrap("first-admin-token-123456")
+    assert [t.name for t in await store.list()] == ["bootstrap-admin"]
+    assert await store.authenticate("first-admin-token-123456") is not None
+    await store.install_bootstrap("second-admin-token-123456")
+    assert await store.authenticate("first-admin-token-123456") is None
+    principal = await store.authenticate("second-admin-token-123456")
     assert principal is not None and principal.scopes == frozenset({"admin"})
-    row, secret = store.create("reader", ["read"])
-    assert store.authenticate(secret) is not None and row.token_hash == hash_token(secret)
-    with db.session() as session:
-        stored = [r[0] for r in session.execute(__import__("sqlalchemy").text("select token_hash from api_tokens"))]
+    row, secret = await store.create("reader", ["read"])
+    assert await store.authenticate(secret) is not None and row.token_hash == hash_token(secret)
+    stored = await db.run(lambda session: [r[0] for r in session.execute(text("select token_hash from api_tokens"))])
     assert secret not in stored and "second-admin-token-123456" not in stored
+    db.close()
 
 
 # --- health and states -------------------------------------------------------------------------------
@@ -87,59 +95,62 @@ def _cp(admin_state: str = "active", reason: str | None = None) -> Checkpoint:
 
 def _inst(name: str, last_heartbeat: float | None = None, health: str | None = None) -> Instance:
     return Instance(checkpoint="cp", name=name, public_key="k", keyid="0" * 16, enrolled_at=0.0, updated_at=0.0,
-                    last_heartbeat=last_heartbeat, health_json=health, seq=0)
+                    last_heartbeat=last_heartbeat, health_json=health, seq=0, healthy=True)
 
 
-HEALTHY = LiveView({"healthy": True})
-SICK = LiveView({"healthy": False, "reasons": ["disk full"]})
-FRESH = LiveView(None)
+HEALTHY = Presence(True, True)
+SICK = Presence(True, False)
 
 
 @pytest.mark.parametrize(
     ("admin", "lives", "state"),
     [
-        ("active", [HEALTHY, None], "active"),
-        ("active", [FRESH], "active"),
+        ("active", [HEALTHY, OFFLINE], "active"),
         ("active", [SICK, SICK], "maintenance"),
         ("active", [SICK, HEALTHY], "active"),
-        ("active", [None, None], "unavailable"),
+        ("active", [OFFLINE, OFFLINE], "unavailable"),
         ("active", [], "unavailable"),
         ("disabled", [HEALTHY], "disabled"),
     ],
 )
-def test_checkpoint_state(admin: str, lives: list[LiveView | None], state: str) -> None:
+def test_checkpoint_state(admin: str, lives: list[Presence], state: str) -> None:
     assert checkpoint_state(_cp(admin), lives) == state
 
 
-def test_instance_healthy() -> None:
-    assert instance_healthy(HEALTHY) and instance_healthy(FRESH)
-    assert not instance_healthy(SICK) and not instance_healthy(None)
+def test_presence_needs_a_session_on_a_live_replica() -> None:
+    inst = _inst("a")
+    assert presence(inst, {"r1"}) == OFFLINE
+    inst.replica_id, inst.session_id, inst.healthy = "r1", "s1", True
+    assert presence(inst, {"r1"}) == HEALTHY
+    assert presence(inst, {"r2"}) == OFFLINE  # its replica stopped beating
+    inst.healthy = False
+    assert presence(inst, {"r1"}) == SICK
 
 
 def test_health_reasons() -> None:
     insts = [_inst("a", 958.0, '{"healthy": false, "reasons": ["disk full"], "version": "0.1.0"}'), _inst("b", 958.0)]
-    report = checkpoint_health(_cp(), insts, {"a": SICK}, t=1000.0)
+    insts[0].replica_id, insts[0].session_id, insts[0].healthy = "r1", "s1", False
+    report = checkpoint_health(_cp(), insts, {"r1"}, t=1000.0)
     assert report["state"] == "maintenance" and report["healthy"] is False
     assert report["reasons"] == ["instance a: disk full", "instance b is not connected (last heartbeat 42 s ago)"]
     assert report["instances"][0]["version"] == "0.1.0" and report["instances"][0]["connected"] is True
-    ok = checkpoint_health(_cp(), insts, {"a": HEALTHY, "b": HEALTHY}, t=1000.0)
+    insts[0].healthy = True
+    insts[1].replica_id, insts[1].session_id, insts[1].healthy = "r2", "s2", True
+    ok = checkpoint_health(_cp(), insts, {"r1", "r2"}, t=1000.0)
     assert ok["state"] == "active" and ok["healthy"] is True and ok["reasons"] == []
-    degraded = checkpoint_health(_cp(), insts, {"a": HEALTHY}, t=1000.0)
+    degraded = checkpoint_health(_cp(), insts, {"r1"}, t=1000.0)
     assert degraded["state"] == "active" and degraded["healthy"] is False
 
 
 # --- instance choice ------------------------------------------------------------------------------------
 
 
-def _session(name: str, healthy: bool = True, pending: int = 0) -> LiveSession:
-    s = LiveSession(checkpoint="cp", instance=name, ws=MagicMock(), control_plane="http://x:80", peer="p")
-    s.health = {"healthy": healthy}
-    s.pending = pending
-    return s
+def _cand(name: str, healthy: bool = True, pending: int = 0) -> Candidate:
+    return Candidate(name, "r1", healthy, pending, "http://x:80")
 
 
 def test_choose_avoids_last_instance_when_possible() -> None:
-    a, b = _session("a"), _session("b")
+    a, b = _cand("a"), _cand("b")
     for _ in range(20):
         assert choose([a, b], avoid="a") is b
     assert choose([a], avoid="a") is a
@@ -147,20 +158,17 @@ def test_choose_avoids_last_instance_when_possible() -> None:
 
 
 def test_choose_prefers_healthy_and_least_busy() -> None:
-    a, b, c = _session("a", healthy=False), _session("b", pending=2), _session("c", pending=0)
+    a, b, c = _cand("a", healthy=False), _cand("b", pending=2), _cand("c", pending=0)
     for _ in range(20):
         assert choose([a, b, c], avoid=None) is c
     assert choose([a], avoid=None) is a  # only an unhealthy one: still better than nothing
 
 
 def test_retry_goes_to_another_instance_even_if_unhealthy() -> None:
-    a, b = _session("a"), _session("b", healthy=False)
+    a, b = _cand("a"), _cand("b", healthy=False)
     for _ in range(20):
         assert choose([a, b], avoid="a", strict=True) is b
     assert choose([a], avoid="a", strict=True) is a
-    closed = _session("b")
-    closed.closed = True
-    assert choose([a, closed], avoid="a", strict=True) is a
 
 
 # --- results and heartbeats -----------------------------------------------------------------------------
@@ -220,41 +228,42 @@ def test_token_bucket_limits_bursts() -> None:
     assert [bucket.take() for _ in range(5)] == [True, True, True, False, False]
 
 
+def _session(name: str) -> LiveSession:
+    return LiveSession(checkpoint="cp", instance=name, ws=MagicMock(), control_plane="http://x:80", peer="p")
+
+
 def test_registry_one_session_per_instance() -> None:
-    reg = Registry(started_at=100.0)
-    assert reg.none_connected_since("cp") == 100.0
+    reg = Registry()
     a1, a2 = _session("a"), _session("a")
+    assert a1.healthy and a1.session_id != a2.session_id
     assert reg.add(a1) is None
     assert reg.add(a2) is a1
     assert reg.remove(a1) is False  # replaced: removing the old one changes nothing
     assert reg.get("cp", "a") is a2 and len(reg) == 1
-    assert reg.remove(a2) is True and reg.none_connected_since("cp") > 100.0
+    assert reg.remove(a2) is True and len(reg) == 0
 
 
 # --- alerts ------------------------------------------------------------------------------------------------
 
 
 async def test_alerts_open_once_and_close(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    db.create_schema()
-    metrics = Metrics()
-    alerts = Alerts(db, metrics)
-    await alerts.start()
-    first = alerts.open(MONITOR_DOWN, "m1", "down")
-    assert first is not None
-    assert alerts.open(MONITOR_DOWN, "m1", "still down") is None
-    assert alerts.open(CHECKPOINT_UNAVAILABLE, "m1", "other kind") is not None
-    assert alerts.is_open(MONITOR_DOWN, "m1")
-    assert metrics.open_alerts.labels(kind=MONITOR_DOWN)._value.get() == 1
-    closed = alerts.close_alert(MONITOR_DOWN, "m1")
-    assert closed is not None and closed.closed_at is not None
-    assert alerts.close_alert(MONITOR_DOWN, "m1") is None
-    reopened = alerts.open(MONITOR_DOWN, "m1", "down again")
-    assert reopened is not None and reopened.id != first.id
-    assert [a.kind for a in alerts.list(open_only=True, limit=10)] == [MONITOR_DOWN, CHECKPOINT_UNAVAILABLE]
-    assert [a.message for a in alerts.list(open_only=False, limit=10)] == ["down"]
-    await alerts.close()
-    await asyncio.sleep(0)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    await store.create_schema()
+    first = await store.run(open_alert, MONITOR_DOWN, "m1", "down", 1.0)
+    assert first is not None and first.event == "opened"
+    assert await store.run(open_alert, MONITOR_DOWN, "m1", "still down", 2.0) is None
+    assert await store.run(open_alert, CHECKPOINT_UNAVAILABLE, "m1", "other kind", 3.0) is not None
+    assert await store.run(is_open, MONITOR_DOWN, "m1")
+    assert await store.run(open_counts) == {MONITOR_DOWN: 1, CHECKPOINT_UNAVAILABLE: 1}
+    closed = await store.run(close_alert, MONITOR_DOWN, "m1", 4.0)
+    assert closed is not None and closed.alert["closed_at"] == 4.0
+    assert await store.run(close_alert, MONITOR_DOWN, "m1", 5.0) is None
+    reopened = await store.run(open_alert, MONITOR_DOWN, "m1", "down again", 6.0)
+    assert reopened is not None and reopened.alert["id"] != first.alert["id"]
+    assert [a.kind for a in await store.run(list_alerts, open_only=True, limit=10)] == [MONITOR_DOWN,
+                                                                                         CHECKPOINT_UNAVAILABLE]
+    assert [a.message for a in await store.run(list_alerts, open_only=False, limit=10)] == ["down"]
+    store.close()
 
 
 def test_every_agent_rejection_reason_is_a_known_metric_label() -> None:

@@ -8,6 +8,7 @@ addresses and never sends ``Secure`` ones over plain HTTP, which is what this se
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -15,17 +16,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.agents import ADMIN_TOKEN, Api, FakeAgent, Identity, RunningServer, make_settings, start_server
+from support.waiting import eventually
 
-from vantage.control_plane.testing import (
-    ADMIN_TOKEN,
-    Api,
-    FakeAgent,
-    Identity,
-    RunningServer,
-    eventually,
-    make_settings,
-    start_server,
-)
+from vantage.control_plane.alerts import close_alert, open_alert
 from vantage.control_plane.ui import COOKIE_NAME, CSP, MAX_LOGIN_FAILURES, fmt_age, fmt_bytes, short_digest
 
 EVIL = '<script>alert("x")</script>'
@@ -88,8 +82,14 @@ async def connect(server: RunningServer, api: Api, cp: str, inst: str, **health:
     agent = FakeAgent(api.http, server.ws_url, identity, server.url)
     await agent.connect()
     await agent.heartbeat(**health)
-    await eventually(lambda: server.core.stored_health(cp, inst).get("version"))
+    await eventually(lambda: _stored(server, cp, inst, "version"))
     return agent
+
+
+async def _stored(server: RunningServer, cp: str, inst: str, key: str, value: Any = None) -> bool:
+    """Whether the stored health (heartbeats are stored at the next tick) has ``key`` (equal to ``value``)."""
+    health = await server.core.stored_health(cp, inst)
+    return key in health and (value is None or health[key] == value)
 
 
 def attr(html: str, selector: str, name: str) -> str:
@@ -239,8 +239,8 @@ async def test_agent_and_caller_strings_are_escaped(api: Api, server: RunningSer
     agent = await connect(server, api, "site1", "a", version=f"1.0{EVIL}", image_digest=f"sha256:{EVIL}",
                           host=hostile_host)
     await agent.heartbeat(healthy=False, reasons=[EVIL])
-    await eventually(lambda: server.core.stored_health("site1", "a").get("healthy") is False)
-    server.core.alerts.open("monitor_down", "no-such-monitor", f"failed: {EVIL}")
+    await eventually(lambda: _stored(server, "site1", "a", "healthy", False))
+    await server.core.store.run(open_alert, "monitor_down", "no-such-monitor", f"failed: {EVIL}", time.time())
     cookie = await logged_in(api, server)
     _status, body, _headers = await get(api.http, server.url + "/ui", cookie)
     assert "<script" not in body and "<img" not in body
@@ -261,7 +261,7 @@ async def test_page_agrees_with_the_rest_health_view(api: Api, server: RunningSe
     b = await connect(server, api, "site1", "b")
     sick = await connect(server, api, "site2", "x")
     await sick.heartbeat(healthy=False, reasons=["image is outdated"])
-    await eventually(lambda: server.core.stored_health("site2", "x").get("healthy") is False)
+    await eventually(lambda: _stored(server, "site2", "x", "healthy", False))
     await b.close()
     await eventually(lambda: server.core.registry.get("site1", "b") is None)
     cookie = await logged_in(api, server)
@@ -293,11 +293,11 @@ async def test_open_alerts_come_first(api: Api, server: RunningServer) -> None:
     await api.ok("PUT", "/api/v1/checkpoints/site1", {})
     monitor = await api.ok("POST", "/api/v1/monitors", {"name": "intranet", "checkpoint": "site1", "type": "tcp",
                                                         "target": "127.0.0.1:9", "interval_s": 3600})
-    alerts = server.core.alerts
-    alerts.open("checkpoint_unavailable", "site1", "no instance connected")
-    alerts.open("monitor_down", monitor["id"], "connection refused twice")
-    alerts.close_alert("checkpoint_unavailable", "site1")
-    alerts.open("checkpoint_unavailable", "site2", "still away")
+    run, t = server.core.store.run, time.time()
+    await run(open_alert, "checkpoint_unavailable", "site1", "no instance connected", t)
+    await run(open_alert, "monitor_down", monitor["id"], "connection refused twice", t + 1)
+    await run(close_alert, "checkpoint_unavailable", "site1", t + 2)
+    await run(open_alert, "checkpoint_unavailable", "site2", "still away", t + 3)
     cookie = await logged_in(api, server)
     _status, body, _headers = await get(api.http, server.url + "/ui", cookie)
     flags = re.findall(r'class="alert" data-alert="\d+" data-open="(true|false)"', body)

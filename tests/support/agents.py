@@ -1,8 +1,7 @@
-"""Test helpers: an in-process control plane and a scripted agent built from :mod:`vantage.protocol`.
+"""An in-process control plane and scripted agents built from :mod:`vantage.protocol`.
 
-Used by the control plane's own tests; usable by anyone who needs a real control plane or a
-well-behaved (or deliberately misbehaving) agent on 127.0.0.1. Nothing here is imported by the
-server itself.
+Used by the control plane's tests and benchmarks; usable by anyone who needs a real control
+plane or a well-behaved (or deliberately misbehaving) agent on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -18,12 +17,12 @@ import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from vantage.control_plane.app import create_app
+from vantage.control_plane.app import create_app, make_runner
 from vantage.control_plane.config import Settings
 from vantage.control_plane.core import CORE_KEY, ControlPlane
 from vantage.protocol import TrustStore, generate_key, make_hello, public_key_b64, verify
 
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # noqa: S105 - the test harness's own token
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # the test harness's own token
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
@@ -62,7 +61,7 @@ class RunningServer:
 
 async def start_server(settings: Settings, port: int = 0) -> RunningServer:
     """Start ``create_app(settings)`` on 127.0.0.1 (``port`` 0: any free port)."""
-    runner = web.AppRunner(create_app(settings), handle_signals=False, shutdown_timeout=2.0)
+    runner = make_runner(create_app(settings), shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
@@ -306,20 +305,6 @@ class FakeAgent:
         return self.received_close_code if self.received_close_code is not None else self.ws.close_code
 
 
-async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
-    """Poll an (async or sync) predicate until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
 async def first_instruction(
     agents: list[FakeAgent], trust: TrustStore, timeout: float = 5.0
 ) -> tuple[FakeAgent, dict[str, Any]]:
@@ -332,3 +317,148 @@ async def first_instruction(
                 return agent, found
         await asyncio.sleep(0.02)
     raise AssertionError("no instruction in time")
+
+
+class SimAgent:
+    """A protocol-correct simulated agent: reconnects, heartbeats, runs each instruction once.
+
+    Like the real agent it keeps a replay cache (an instruction whose nonce it has seen is
+    answered ``rejected``/``replayed`` and not run again) and an outbox (a result whose socket
+    went away is delivered after the next hello, until acknowledged). Running a check is
+    simulated: it takes ``delay`` seconds and is ``ok`` unless ``fail(body)`` says otherwise.
+    It connects to the first of ``ws_urls`` that accepts it, starting with the one that served
+    it last, and signs its hellos for ``control_plane`` (the control plane's public URL).
+    """
+
+    def __init__(
+        self, http: aiohttp.ClientSession, ws_urls: list[str], identity: Identity, control_plane: str,
+        trust: TrustStore, *, delay: float = 0.0, fail: Any = None,
+    ) -> None:
+        self.http, self.ws_urls, self.identity, self.control_plane, self.trust = (
+            http, list(ws_urls), identity, control_plane, trust)
+        self.delay = delay
+        self.fail = fail or (lambda body: False)
+        self.seen_nonces: set[str] = set()
+        self.ran: list[dict[str, Any]] = []  # bodies of the run_check instructions run
+        self.replayed = 0
+        self.outbox: dict[str, dict[str, Any]] = {}
+        self.acked: set[str] = set()
+        self.connected_to: str | None = None
+        self.connects = 0
+        #: (time the instruction arrived, result id) of each result sent, for latency figures
+        self.sent_at: dict[str, float] = {}
+        self.received_at: dict[str, float] = {}
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for job in list(self._jobs):
+            job.cancel()
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed and self.connected_to is not None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            for url in self.ws_urls:
+                try:
+                    await self._session(url)
+                except (aiohttp.ClientError, OSError, ConnectionError, HandshakeRefused, TimeoutError, ValueError,
+                        KeyError):
+                    pass
+                self.connected_to = None
+                if self._stopping:
+                    return
+            await asyncio.sleep(0.2)
+
+    async def _session(self, url: str) -> None:
+        ws = await self.http.ws_connect(url, heartbeat=None)
+        self._ws = ws
+        try:
+            challenge = json.loads((await ws.receive(timeout=5)).data)
+            hello = make_hello(self.identity.key, challenge=challenge["challenge"], checkpoint=self.identity.checkpoint,
+                               instance=self.identity.instance, control_plane=self.control_plane)
+            await ws.send_str(json.dumps({"type": "hello", "envelope": hello}))
+            welcome = await ws.receive(timeout=5)
+            if welcome.type != aiohttp.WSMsgType.TEXT:
+                raise ConnectionError("closed during the hello")
+            answer = json.loads(welcome.data)
+            if answer.get("type") != "welcome":
+                raise HandshakeRefused(str(answer.get("error")))
+            self.connected_to, self.connects = url, self.connects + 1
+            self.ws_urls.remove(url)
+            self.ws_urls.insert(0, url)
+            interval = float(answer["heartbeat_interval"])
+            beater = asyncio.get_running_loop().create_task(self._beat(ws, interval))
+            try:
+                for result in list(self.outbox.values()):
+                    await ws.send_str(json.dumps({"type": "result", "result": result}))
+                await self._read(ws)
+            finally:
+                beater.cancel()
+        finally:
+            await ws.close()
+
+    async def _beat(self, ws: aiohttp.ClientWebSocketResponse, interval: float) -> None:
+        health = {"version": "0.1.0", "image_digest": None, "uptime_s": 1.0, "healthy": True, "reasons": [],
+                  "host": {"hostname": f"sim-{self.identity.instance}", "os": "linux"},
+                  "data_protection": {"strip_content": False, "strip_headers": False, "strip_ips": False}}
+        while not ws.closed:
+            await ws.send_str(json.dumps({"type": "heartbeat", "health": health}))
+            await asyncio.sleep(interval)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return
+            data = json.loads(msg.data)
+            if data["type"] == "ack":
+                self.acked.add(data["id"])
+                self.outbox.pop(data["id"], None)
+            elif data["type"] == "instruction":
+                self._instruction(ws, data["envelope"])
+
+    def _instruction(self, ws: aiohttp.ClientWebSocketResponse, envelope: dict[str, Any]) -> None:
+        _type, payload, _keyid = verify(envelope, self.trust)
+        instruction = json.loads(payload)
+        if instruction["nonce"] in self.seen_nonces:
+            self.replayed += 1
+            job = asyncio.get_running_loop().create_task(
+                ws.send_str(json.dumps({"type": "rejected", "nonce": instruction["nonce"], "reason": "replayed"})))
+        else:
+            self.seen_nonces.add(instruction["nonce"])
+            if instruction["kind"] != "run_check":
+                return
+            self.received_at[instruction["body"]["check_id"]] = time.monotonic()
+            job = asyncio.get_running_loop().create_task(self._run_check(instruction["body"]))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _run_check(self, body: dict[str, Any]) -> None:
+        self.ran.append(body)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        ok = not self.fail(body)
+        result = {"id": body["check_id"], "check_id": body["check_id"], "monitor_id": body["monitor_id"],
+                  "attempt": body["attempt"], "ok": ok, "error": None if ok else "simulated failure",
+                  "duration_ms": self.delay * 1000, "started_at": time.time(), "phases": {}, "details": {}}
+        self.outbox[body["check_id"]] = result
+        ws = self._ws
+        if ws is not None and not ws.closed and self.connected_to is not None:
+            try:
+                await ws.send_str(json.dumps({"type": "result", "result": result}))
+                self.sent_at[body["check_id"]] = time.monotonic()
+            except (ConnectionError, aiohttp.ClientError):
+                pass  # stays in the outbox
