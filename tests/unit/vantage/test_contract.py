@@ -20,6 +20,7 @@ from vantage import contract
 from vantage.agent import config as agent_config
 from vantage.checks import CheckSpecError
 from vantage.checks.spec import validate_spec
+from vantage.control_plane import api_checkpoints, web_common
 from vantage.control_plane import validation as cp_validation
 from vantage.protocol import hello
 
@@ -140,7 +141,8 @@ def test_names_in_every_layer(value: Any, expected: bool) -> None:
     """The agent's settings, the control plane's API and the signed hello apply the same rule."""
     layers: list[tuple[str, Any]] = [
         ("agent", lambda: agent_config._parse_name(value)),
-        ("control plane", lambda: cp_validation.check_name(value, "checkpoint")),
+        ("control plane path", lambda: web_common.PATH_PARAMS["cp"].validate(value, "cp")),
+        ("control plane body", lambda: api_checkpoints.NAME.validate(value, "checkpoint")),
         ("hello", lambda: hello._check_name(value, "checkpoint")),
     ]
     for layer, call in layers:
@@ -161,14 +163,14 @@ def test_credential_names_in_every_layer(value: Any, expected: bool) -> None:
     store_data = {"credentials": {value: {"username": "u"}}} if isinstance(value, str) else None
     if expected:
         assert validate_spec(spec)["credential"] == value
-        assert cp_validation.credential_names(declared) == [value]
+        assert api_checkpoints.CREDENTIALS.validate(declared["credentials"], "credentials") == [value]
         assert store_data is not None and CredentialStore.from_mapping(store_data, "file").names() == {value}
     else:
         if value is not None:  # a null credential means "none" in a spec
             with pytest.raises(CheckSpecError):
                 validate_spec(spec)
         with pytest.raises(cp_validation.ApiError):
-            cp_validation.credential_names(declared)
+            api_checkpoints.CREDENTIALS.validate(declared["credentials"], "credentials")
         if store_data is not None:
             with pytest.raises(CredentialError):
                 CredentialStore.from_mapping(store_data, "file")
