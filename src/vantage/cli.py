@@ -15,6 +15,7 @@ commands:
   keygen PATH                 write an Ed25519 private key (PKCS#8 PEM, mode 0600), print key id
   agent run|healthcheck       the checkpoint agent
   control-plane serve         the reference control plane
+  update --config FILE        one update run of a checkpoint host (docs/auto-update.md)
   version                     print the version
 """
 
@@ -42,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vantage.control_plane.cli import main as cp_main
 
         return int(cp_main(rest))
+    if command == "update":
+        from vantage.update.cli import main as update_main
+
+        return int(update_main(rest))
     sys.stderr.write(f"vantage: unknown command {command!r}\n{USAGE}")
     return 2
 
