@@ -107,7 +107,7 @@ log "$(find "$CONTEXT/wheels" -name '*.whl' | wc -l) wheels in $(( $(date +%s) -
 "$PYTHON" - "$CONTEXT/wheels" "$TOP/plugins/module_utils" <<'PY' || die "the wheel does not carry the collection's container code"
 import pathlib, sys, zipfile
 wheel = next(pathlib.Path(sys.argv[1]).glob("vantage_checkpoint-*.whl"))
-links = sorted(pathlib.Path(sys.argv[2]).parent.parent.joinpath("src/vantage/_collection").glob("_*.py"))
+links = sorted(p for p in pathlib.Path(sys.argv[2]).parent.parent.joinpath("src/vantage/_collection").glob("_*.py") if p.is_symlink())
 with zipfile.ZipFile(wheel) as archive:
     for link in links:
         packaged = archive.read("vantage/_collection/" + link.name)

@@ -60,7 +60,7 @@ options:
   checkpoint:
     description:
       - Name of the checkpoint - lower-case letters, digits and C(-), at most 63 characters, not starting with C(-)
-        (the agent's rule).
+        (the rule every part of Vantage applies to names).
     type: str
     required: true
   state:
@@ -112,6 +112,8 @@ options:
   control_plane_url:
     description:
       - Control plane base URL given to the agent (C(VANTAGE_CONTROL_PLANE_URL)). Required with O(state=present).
+      - An C(https://) URL without credentials, query or fragment; C(http://) only to a loopback address (C(127.0.0.0/8),
+        C(::1), C(localhost)). Any other URL is refused before any container changes.
     type: str
   trusted_keys:
     description:
