@@ -7,16 +7,23 @@ shows), and the module's comparison finds nothing to change in the new container
 that never becomes healthy is rolled back to the very same containers. The signed manifest, the
 pull from a registry with authentication and the timer run in the Molecule scenario ``update``;
 the logic of every step is unit-tested in tests/unit/vantage/test_update.py.
+
+The command the timer starts (the role's template) is run with a recording stand-in for
+``docker``: it runs ``vantage update`` from the image of the first instance, with only the
+documented mounts.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 from test_module_checkpoint_container import Images, engine, images  # noqa: F401 - the module tests' fixtures
 
@@ -35,8 +42,9 @@ from vantage.contract import bridge_name, container_name
 from vantage.update.config import UpdateConfig
 from vantage.update.updater import Updater
 
-pytestmark = pytest.mark.docker
 AGENT_UID = 10001
+TOP = Path(__file__).resolve().parents[2]
+WRAPPER = TOP / "roles" / "auto_update" / "templates" / "vantage-checkpoint-update.sh.j2"
 
 
 class EngineControlPlane:
@@ -132,6 +140,7 @@ def module_changes(site: dict[str, Any], image_id: str) -> dict[str, list[str]]:
     return changes
 
 
+@pytest.mark.docker
 def test_replaced_instances_are_ones_the_module_finds_nothing_to_change_in(site: dict[str, Any],
                                                                            images: Images) -> None:  # noqa: F811
     backend: DockerEngine = site["engine"]
@@ -151,6 +160,7 @@ def test_replaced_instances_are_ones_the_module_finds_nothing_to_change_in(site:
         assert health_state(container) == "healthy"
 
 
+@pytest.mark.docker
 def test_a_release_that_never_gets_healthy_is_rolled_back_to_the_same_containers(site: dict[str, Any],
                                                                                   images: Images) -> None:  # noqa: F811
     backend: DockerEngine = site["engine"]
@@ -165,3 +175,52 @@ def test_a_release_that_never_gets_healthy_is_rolled_back_to_the_same_containers
     assert {c["Name"]: c["Id"] for c in after} == before
     assert all(health_state(c) == "healthy" for c in after)
     assert module_changes(site, images.v1) == {"a": [], "b": []}
+
+
+def test_the_command_runs_the_engine_from_the_instances_image_with_only_its_mounts(tmp_path: Path) -> None:
+    script = tmp_path / "vantage-checkpoint-update"
+    environment = jinja2.Environment(keep_trailing_newline=True)
+    environment.filters["comment"] = lambda text: "# " + text  # Ansible's filter, for one line
+    script.write_text(environment.from_string(WRAPPER.read_text()).render(ansible_managed="managed",
+                                                                          auto_update_config_dir="/etc/x"))
+    script.chmod(0o755)
+    if shutil.which("shellcheck"):
+        subprocess.run(["shellcheck", str(script)], check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = inspect ]; then [ "$4" = vantage-cp-b ] && echo sha256:feed && exit 0; exit 1; fi\n'
+        'printf "%s\\n" "$@" > "$RECORD"\n'
+    )
+    (bin_dir / "docker").chmod(0o755)
+    conf_dir, state = tmp_path / "conf", tmp_path / "state"
+    conf_dir.mkdir()
+    lock = tmp_path / "lock" / "update.lock"
+    conf = conf_dir / "update.conf"
+    conf.write_text(f"[update]\ncheckpoint = cp\ninstances = a b\nstate_dir = {state}\nca_file = {conf_dir}/ca.pem\n"
+                    f"lock_file = {lock}\n")
+    manifest = tmp_path / "m.json"
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", RECORD=str(tmp_path / "args"))
+    run = subprocess.run([str(script), "--config", str(conf), "--check", f"--manifest-file={manifest}"],
+                         env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[0] == "run"
+    image = args.index("sha256:feed")  # instance a has no container: b's image
+    assert args[image + 1:] == ["update", "--config", str(conf), "--check", f"--manifest-file={manifest}"]
+    options = args[1:image]
+    mounts = sorted(options[i + 1] for i, arg in enumerate(options) if arg == "--volume")
+    assert mounts == sorted([
+        "/var/run/docker.sock:/var/run/docker.sock", f"{conf_dir}:{conf_dir}:ro", f"{state}:{state}",
+        f"{lock}:{lock}", f"{manifest}:{manifest}:ro",
+    ] + (["/root/.docker/config.json:/run/vantage/docker/config.json:ro"]
+         if Path("/root/.docker/config.json").is_file() else []))
+    for hardening in (["--read-only"], ["--cap-drop", "ALL"], ["--security-opt", "no-new-privileges:true"],
+                      ["--network", "host"], ["--rm"], ["--user", "0:0"]):
+        assert any(options[i:i + len(hardening)] == hardening for i in range(len(options))), hardening
+    assert "--privileged" not in options
+    assert lock.exists() and state.is_dir()
+    (conf_dir / "update.conf").write_text("[update]\ncheckpoint = other\ninstances = a\n")
+    run = subprocess.run([str(script), "--config", str(conf)], env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 4 and "deploy the checkpoint with Ansible first" in run.stdout

@@ -8,6 +8,7 @@ Docker backend in production, an in-memory one in the unit tests) and the contro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -348,13 +349,13 @@ class Updater:
         """Verify the manifest only (``--check``); changes nothing."""
         installed = self.installed()
         release = self.verify(self.fetch_manifest(manifest_file), installed)
-        return {"release": release_dict(release), "installed": installed}
+        return {"release": dataclasses.asdict(release), "installed": installed}
 
     def run(self, manifest_file: str | None = None, force: bool = False) -> tuple[int, str, str]:
         config = self.config
         installed = self.installed()
         release = self.verify(self.fetch_manifest(manifest_file), installed)
-        self.status["release"] = release_dict(release)
+        self.status["release"] = dataclasses.asdict(release)
         self.status["installed"] = installed
         log(f"manifest of channel {config.channel} verified: version {release.version}, {release.reference}")
         failed = (read_json(config.status_file, default={}) or {}).get("failed_release") or {}
@@ -472,7 +473,7 @@ class Updater:
                 "installed_at": None,
             }
         record = dict(
-            release_dict(release),
+            dataclasses.asdict(release),
             reference=release.reference,
             image_ids=sorted({str(c.get("Image")) for c in containers.values()}),
             installed_at=int(self.wall()),
@@ -483,13 +484,3 @@ class Updater:
         write_json(self.config.release_file, record)
         log(f"recorded release {release.version} in {self.config.release_file}")
 
-
-def release_dict(release: Release) -> dict[str, Any]:
-    return {
-        "channel": release.channel,
-        "version": release.version,
-        "image": release.image,
-        "digest": release.digest,
-        "iat": release.iat,
-        "exp": release.exp,
-    }
