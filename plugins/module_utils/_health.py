@@ -448,8 +448,11 @@ class HealthCheck:
         self.poll_interval = params["poll_interval"]
         if self.poll_interval <= 0:
             module.fail_json(msg="poll_interval must be a positive number of seconds")
-        if params["max_clock_offset"] < 0:
+        self.max_clock_offset = params["max_clock_offset"]
+        if self.max_clock_offset < 0:
             module.fail_json(msg="max_clock_offset must be 0 or more seconds")
+        self.wait = params["wait"]
+        self.fail_on_unhealthy = params["fail_on_unhealthy"]
         self.engine = None
         self.health_state = None
         if params["local_engine"]:
@@ -499,11 +502,10 @@ class HealthCheck:
             image_digest=self.image_digest,
             local=local,
             clock_offset=offset,
-            max_clock_offset=self.module.params["max_clock_offset"] if self.engine is not None else None,
+            max_clock_offset=self.max_clock_offset if self.engine is not None else None,
         )
 
     def run(self):
-        params = self.module.params
         deadline = self.clock() + self.timeout
         attempts = 0
         while True:
@@ -516,10 +518,10 @@ class HealthCheck:
                 self.fail_error(exc, attempts)
             except ControlPlaneError as exc:
                 # 401/403 and other answers will not change by waiting; no answer at all might
-                if exc.status is not None or not params["wait"]:
+                if exc.status is not None or not self.wait:
                     self.fail_error(exc, attempts)
                 error = exc
-            if report is not None and (report["healthy"] or not params["wait"]):
+            if report is not None and (report["healthy"] or not self.wait):
                 break
             if self.clock() + self.poll_interval >= deadline:
                 if report is None:
@@ -535,8 +537,8 @@ class HealthCheck:
             report=report,
             attempts=attempts,
         )
-        if not report["healthy"] and params["fail_on_unhealthy"]:
-            waited = " after waiting %s s" % self.timeout if params["wait"] else ""
+        if not report["healthy"] and self.fail_on_unhealthy:
+            waited = " after waiting %s s" % self.timeout if self.wait else ""
             self.module.fail_json(
                 msg="checkpoint %s is not healthy (state %s)%s: %s"
                 % (self.checkpoint, report["state"], waited, "; ".join(report["reasons"])),
