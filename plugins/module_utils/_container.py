@@ -466,7 +466,8 @@ class CheckpointSpec:
 
     def environment(self, instance):
         # type: (Dict[str, Any]) -> Dict[str, str]
-        assert self.image is not None and self.control_plane_url is not None
+        if self.image is None or self.control_plane_url is None:
+            raise SpecError("the containers of checkpoint %s are only defined with state=present" % self.checkpoint)
         env = dict(self.env)
         env.update(instance["env"])
         env.update(

@@ -461,5 +461,6 @@ def main():
         result["diff"] = diff
     module.exit_json(**result)
 
+
 if __name__ == "__main__":
     main()

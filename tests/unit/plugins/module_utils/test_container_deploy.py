@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from ansible_collections.vantage.checkpoint.plugins.module_utils._container import (
     LABEL_CHECKPOINT,
-    LABEL_CONFIG_HASH,
-    LABEL_INSTANCE,
     CheckpointSpec,
     SpecError,
     healthcheck_to_engine,
