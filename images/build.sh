@@ -84,12 +84,14 @@ rm -rf "$CONTEXT" "$WORK/src"
 mkdir -p "$CONTEXT/wheels" "$WORK/src"
 # A clean copy of the sources: setuptools keeps a build/lib of its own, where files deleted
 # from src/ would otherwise survive into the wheel. Tracked and untracked files that git does
-# not ignore; a tracked file deleted from the work tree is skipped (--ignore-failed-read).
+# not ignore; a tracked file deleted from the work tree is skipped (--ignore-failed-read). Links
+# are followed: src/vantage/_collection links to files of plugins/module_utils, which the wheel
+# carries as they are (docs/auto-update.md).
 if git -C "$TOP" rev-parse --git-dir >/dev/null 2>&1; then
   git -C "$TOP" ls-files -z --cached --others --exclude-standard -- pyproject.toml README.md src \
-    | (cd "$TOP" && tar -c --ignore-failed-read --null -T - -f - 2>/dev/null) | tar -x -C "$WORK/src"
+    | (cd "$TOP" && tar -c --dereference --ignore-failed-read --null -T - -f - 2>/dev/null) | tar -x -C "$WORK/src"
 else
-  cp -r "$TOP/pyproject.toml" "$TOP/README.md" "$TOP/src" "$WORK/src/"
+  cp -rL "$TOP/pyproject.toml" "$TOP/README.md" "$TOP/src" "$WORK/src/"
 fi
 find "$WORK/src" -name __pycache__ -type d -prune -exec rm -rf {} +
 # Same versions as the development venv, where the tests ran.
@@ -100,6 +102,19 @@ log "building wheels with $("$PYTHON" -c 'import sys; print("Python %d.%d" % sys
   || { tail -n 30 "$WORK/wheels.log" >&2; die "pip wheel failed (log: $WORK/wheels.log)"; }
 rm -rf "$WORK/src"
 log "$(find "$CONTEXT/wheels" -name '*.whl' | wc -l) wheels in $(( $(date +%s) - start )) s"
+
+# The collection's container code in the wheel must be the collection's files, byte for byte.
+"$PYTHON" - "$CONTEXT/wheels" "$TOP/plugins/module_utils" <<'PY' || die "the wheel does not carry the collection's container code"
+import pathlib, sys, zipfile
+wheel = next(pathlib.Path(sys.argv[1]).glob("vantage_checkpoint-*.whl"))
+links = sorted(p for p in pathlib.Path(sys.argv[2]).parent.parent.joinpath("src/vantage/_collection").glob("_*.py") if p.is_symlink())
+with zipfile.ZipFile(wheel) as archive:
+    for link in links:
+        packaged = archive.read("vantage/_collection/" + link.name)
+        if packaged != pathlib.Path(sys.argv[2], link.name).read_bytes():
+            sys.exit(f"{wheel.name}: vantage/_collection/{link.name} differs from plugins/module_utils/{link.name}")
+print(f"[images] {wheel.name} carries plugins/module_utils/{{{','.join(l.name for l in links)}}}", file=sys.stderr)
+PY
 
 # Hashes of the wheels' contents (not of the zip files, whose timestamps change per build).
 "$PYTHON" - "$CONTEXT/wheels" >"$WORK/wheels.sha256" <<'PY'

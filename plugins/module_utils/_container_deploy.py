@@ -9,8 +9,13 @@
 One instance at a time: the running container is renamed ``<name>-previous`` and stopped, the
 new one is started and must become healthy within the health timeout; only then is the
 previous container removed and the next instance considered. A new container that does not
-become healthy is removed and the previous one renamed back and started again, and the module
+become healthy is removed and the previous one renamed back and started again, and the run
 fails without touching any other instance.
+
+The manager reads its options from the option model (``_container.CheckpointSpec``) only and
+reaches the engine through the engine interface (``_container_engine``), so the same manager
+serves any engine backend; it never talks to Ansible - the module turns its result, or the
+:class:`DeployError` it raises, into ``exit_json``/``fail_json``.
 """
 
 from __future__ import annotations
@@ -19,36 +24,36 @@ import os
 import stat
 import time
 
-from ansible_collections.vantage.checkpoint.plugins.module_utils._container import (
+from ._container import (
     LABEL_CHECKPOINT,
     LABEL_CONFIG_HASH,
     LABEL_INSTANCE,
     PREVIOUS_SUFFIX,
-    CheckpointSpec,
-    SpecError,
-    bridge_name,
     config_hash,
-    container_name,
     credentials_revision,
     differences,
     display_settings,
+    instance_labels,
+    mask_unenforced,
     observed_settings,
 )
-from ansible_collections.vantage.checkpoint.plugins.module_utils._container_engine import (
-    Engine,
+from ._container_engine import (
     EngineError,
-    ensure_docker,
+    container_name_of,
     health_state,
+    replace_container,
     wait_healthy,
 )
-from ansible_collections.vantage.checkpoint.plugins.module_utils._diff import DifferenceTracker
-
-
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+from ._contract import bridge_name, container_name
+from ._diff import DifferenceTracker
 
 
 class DeployError(Exception):
-    pass
+    """A failed run: ``result`` is what the module returns with the message."""
+
+    def __init__(self, message, result=None):
+        super(DeployError, self).__init__(message)
+        self.result = result or {}
 
 
 _UNSET = object()
@@ -58,18 +63,18 @@ def _short(container_id):
     return (container_id or "")[:12] or None
 
 
-def _name(container):
-    return (container.get("Name") or "").lstrip("/")
+_name = container_name_of
 
 
 class CheckpointDeployment:
-    """Converges the containers of one checkpoint on one engine."""
+    """Converges the containers of one checkpoint (``spec``) on one engine."""
 
-    def __init__(self, module, engine=None):
-        self.module = module
-        self.check_mode = module.check_mode
-        self.params = module.params
-        self.docker_host = self.params.get("docker_host") or DEFAULT_DOCKER_HOST
+    def __init__(self, spec, engine, check_mode=False, clock=time.monotonic, sleep=time.sleep):
+        self.spec = spec
+        self.engine = engine
+        self.check_mode = check_mode
+        self.clock = clock
+        self.sleep = sleep
         self.results = []
         self.changed = False
         self.tracker = DifferenceTracker()
@@ -77,30 +82,23 @@ class CheckpointDeployment:
         self.network_info = {"name": None, "bridge": None, "created": False, "removed": False}
         self.image_info = None
         self.limits = dict(memory=True, swap=True, pids=True)
-        try:
-            self.spec = CheckpointSpec(self.params)
-        except SpecError as exc:
-            module.fail_json(msg=str(exc), changed=False)
-        if engine is None:
-            ensure_docker(module)
-            try:
-                engine = Engine(self.docker_host, self.params["api_timeout"])
-            except EngineError as exc:
-                module.fail_json(msg=str(exc), changed=False)
-        self.engine = engine
 
     # -- entry point ---------------------------------------------------------------------------
 
     def run(self):
+        """The module's result (with ``diff`` and ``warnings``); :class:`DeployError` on failure."""
         try:
             if self.spec.state == "present":
                 self.present()
             else:
                 self.absent()
         except (DeployError, EngineError) as exc:
-            self.fail(str(exc))
+            raise DeployError(str(exc), self.result())
+        return self.result()
+
+    def result(self):
         before, after = self.tracker.get_before_after()
-        result = dict(
+        return dict(
             changed=self.changed,
             checkpoint=self.spec.checkpoint,
             network=self.network_info["name"],
@@ -109,24 +107,8 @@ class CheckpointDeployment:
             network_removed=self.network_info["removed"],
             image=self.image_info,
             instances=self.results,
-        )
-        if self.module._diff:
-            result["diff"] = dict(before=before, after=after)
-        for warning in self.warnings:
-            self.module.warn(warning)
-        self.module.exit_json(**result)
-
-    def fail(self, message):
-        for warning in self.warnings:
-            self.module.warn(warning)
-        self.module.fail_json(
-            msg=message,
-            changed=self.changed,
-            checkpoint=self.spec.checkpoint,
-            network=self.network_info["name"],
-            bridge=self.network_info["bridge"],
-            image=self.image_info,
-            instances=self.results,
+            diff=dict(before=before, after=after),
+            warnings=list(self.warnings),
         )
 
     # -- state=present -------------------------------------------------------------------------
@@ -138,7 +120,7 @@ class CheckpointDeployment:
         containers = self.engine.checkpoint_containers(spec.checkpoint)
         self.check_names(containers)
         image_id, image_config = self.resolve_image()
-        if image_config is not None and self.spec.desired_settings(
+        if image_config is not None and spec.desired_settings(
             spec.instances[0], image_id, image_config
         )["healthcheck"] is None:
             raise DeployError(
@@ -186,7 +168,7 @@ class CheckpointDeployment:
 
     def check_host_files(self):
         """Mounted host paths must exist (a missing bind source would fail late, at create)."""
-        if not self.docker_host.startswith("unix://"):
+        if not self.spec.local_files:
             return  # a remote engine: the paths are on its host, not here
         for option, path, kind in self.spec.host_files():
             try:
@@ -205,7 +187,7 @@ class CheckpointDeployment:
         replaced when the O(credentials_file) path changes, not when its content does.
         """
         spec = self.spec
-        if not spec.credentials_file or not self.docker_host.startswith("unix://"):
+        if not spec.credentials_file or not spec.local_files:
             return
         try:
             with open(spec.credentials_file, "rb") as handle:
@@ -312,26 +294,15 @@ class CheckpointDeployment:
         previous = by_name.get(name + PREVIOUS_SUFFIX)
         if previous is not None:
             current = self.recover(name, current, previous)
-        desired = spec.desired_settings(instance, image_id, image_config)
         # limits the kernel cannot enforce are dropped by the engine: neither asked for nor compared
-        unenforced = []
-        if not self.limits["memory"]:
-            unenforced += ["memory", "memory_swap"]
-        if not self.limits["swap"]:
-            unenforced.append("memory_swap")
-        if not self.limits["pids"]:
-            unenforced.append("pids_limit")
-        for key in unenforced:
-            desired[key] = None
+        desired = mask_unenforced(spec.desired_settings(instance, image_id, image_config), self.limits)
         digest = config_hash(desired)
         plan = dict(instance=instance, name=name, desired=desired, digest=digest, current=current,
                     observed=None, health="missing", changes=[])
         if current is None:
             plan["action"] = "created"
         else:
-            plan["observed"] = self.observed(current)
-            for key in unenforced:
-                plan["observed"][key] = None
+            plan["observed"] = mask_unenforced(self.observed(current), self.limits)
             plan["health"] = health_state(current)
             plan["changes"] = differences(plan["observed"], desired)
             label = ((current.get("Config") or {}).get("Labels") or {}).get(LABEL_CONFIG_HASH)
@@ -421,13 +392,25 @@ class CheckpointDeployment:
         else:
             self.replace(plan, plans)
 
-    def create(self, plan):
-        spec = self.spec
-        container_id = self.engine.create_container(
-            spec, plan["instance"], plan["name"], plan["desired"]["image"], plan["desired"], plan["digest"]
+    def create_new(self, plan):
+        """A container for ``plan`` (created, not started); returns its id."""
+        instance = plan["instance"]
+        return self.engine.create_container(
+            plan["name"],
+            plan["desired"],
+            self.spec.environment(instance),
+            instance_labels(self.spec.checkpoint, instance["name"], plan["desired"]),
+            self.spec.mounts(instance),
         )
+
+    def gate(self, container_id):
+        """The health gate: the container healthy within the health timeout."""
+        return wait_healthy(self.engine, container_id, self.spec.health_timeout, clock=self.clock, sleep=self.sleep)
+
+    def create(self, plan):
+        container_id = self.create_new(plan)
         self.engine.start(container_id)
-        ok, outcome = wait_healthy(self.engine, container_id, self.params["health_timeout"])
+        ok, outcome = self.gate(container_id)
         if not ok:
             # there was no container before: go back to that, so that every run tells the same story
             self.engine.remove(container_id)
@@ -441,7 +424,7 @@ class CheckpointDeployment:
     def start_existing(self, plan):
         container_id = plan["current"]["Id"]
         self.engine.start(container_id)
-        ok, outcome = wait_healthy(self.engine, container_id, self.params["health_timeout"])
+        ok, outcome = self.gate(container_id)
         if not ok:
             entry = self.result_for(plan, "failed", self.engine.container(container_id))
             entry["reason"] = outcome
@@ -456,75 +439,44 @@ class CheckpointDeployment:
         others = [p for p in plans if p is not plan]
         if not others or plan["health"] != "healthy":
             return
-        deadline = time.monotonic() + self.params["health_timeout"]
+        deadline = self.clock() + self.spec.health_timeout
         while True:
             states = {}
             for other in others:
                 states[other["instance"]["name"]] = health_state(self.engine.container(other["name"]))
             if "healthy" in states.values():
                 return
-            if time.monotonic() >= deadline:
+            if self.clock() >= deadline:
                 raise DeployError(
                     "refusing to replace instance %s: it is healthy and no other instance is (%s); replacing it "
                     "now would leave the checkpoint without a healthy instance"
                     % (plan["instance"]["name"], ", ".join("%s: %s" % item for item in sorted(states.items())))
                 )
-            time.sleep(0.5)
+            self.sleep(0.5)
 
     def replace(self, plan, plans):
-        engine = self.engine
-        name = plan["name"]
         old = plan["current"]
+        name = plan["instance"]["name"]
         self.wait_for_peer(plan, plans)
-        previous_name = name + PREVIOUS_SUFFIX
-        engine.rename(old["Id"], previous_name)
         try:
-            new_id = engine.create_container(
-                self.spec, plan["instance"], name, plan["desired"]["image"], plan["desired"], plan["digest"]
-            )
+            done = replace_container(self.engine, old, lambda: self.create_new(plan), self.gate, self.spec.stop_timeout)
         except EngineError as exc:
-            engine.rename(old["Id"], name)
-            raise DeployError("instance %s: %s; the running container was kept" % (plan["instance"]["name"], exc))
-        was_running = (old.get("State") or {}).get("Running")
-        ok = False
-        outcome = None
-        try:
-            if was_running:
-                # never two agents on one identity and one state directory at the same time
-                engine.stop(old["Id"], self.spec.stop_timeout)
-            engine.start(new_id)
-            ok, outcome = wait_healthy(engine, new_id, self.params["health_timeout"])
-        except EngineError as exc:
-            outcome = str(exc)
-        if ok:
-            engine.remove(old["Id"])
-            self.result_for(plan, "replaced", outcome, previous_container_id=_short(old["Id"]))
+            raise DeployError("instance %s: %s" % (name, exc))
+        if done.ok:
+            self.result_for(plan, "replaced", done.outcome, previous_container_id=_short(old["Id"]))
             return
-        rollback_error = None
-        try:
-            engine.remove(new_id)
-            engine.rename(old["Id"], name)
-            if was_running:
-                engine.start(old["Id"])
-        except EngineError as exc:
-            rollback_error = str(exc)
-        restored = engine.container(old["Id"])
-        if not rollback_error and was_running:
-            # report the checkpoint as it is when the module returns: wait for the old one to be back
-            restored_ok, restored = wait_healthy(engine, old["Id"], self.params["health_timeout"])
-            if not restored_ok:
-                restored = engine.container(old["Id"])
-        entry = self.result_for(plan, "rolled_back", restored, reason=outcome)
-        if rollback_error:
+        restored = done.restored if done.restored_ok else self.engine.container(old["Id"])
+        entry = self.result_for(plan, "rolled_back", restored, reason=done.reason)
+        if done.rollback_error:
             entry["action"] = "failed"
             raise DeployError(
                 "instance %s: the new container did not become healthy (%s), and putting the previous container "
                 "back failed: %s. Container %s holds the previous instance; start it by hand"
-                % (plan["instance"]["name"], outcome, rollback_error, old["Id"][:12])
+                % (name, done.reason, done.rollback_error, old["Id"][:12])
             )
         raise DeployError(
             "instance %s: the new container did not become healthy, so the previous one was restored and no "
-            "further instance was touched: %s" % (plan["instance"]["name"], outcome)
+            "further instance was touched: %s" % (name, done.reason)
         )
 
     # -- removal -------------------------------------------------------------------------------
@@ -549,7 +501,7 @@ class CheckpointDeployment:
         self.tracker.add("instances", tracked_before, tracked_after)
         if not self.check_mode:
             if (container.get("State") or {}).get("Running"):
-                self.engine.stop(container["Id"], self.params["stop_timeout"])
+                self.engine.stop(container["Id"], self.spec.stop_timeout)
             self.engine.remove(container["Id"])
         self.results.append(entry)
 

@@ -4,90 +4,137 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The Docker engine, as ``checkpoint_container`` needs it, through the ``docker`` SDK's low-level
-``APIClient`` (works with the SDK 5.0.3 of Debian 12 and with 7.x).
+"""The container engine of a checkpoint host, and the one-at-a-time replacement built on it.
 
-Every engine error becomes an :class:`EngineError` whose message says what was being done.
+The engine interface
+--------------------
+Everything that decides *what* runs - the option model and the settings (``_container``), the
+fingerprint label, the plan, the health gates, the replacement and its rollback (below and in
+``_container_deploy``) - talks to the engine through these calls only. Inspect data is the Docker
+Engine API's JSON (``docker inspect``), whatever the backend::
+
+    limits() -> {"memory": bool, "swap": bool, "pids": bool}   limits the kernel enforces
+    image(reference) -> image inspect or None
+    pull(repository, digest)                                   pull repository@digest
+    images() -> [{"Id", "RepoDigests"}, ...]                   every local image
+    used_images() -> {image id, ...}                           images some container uses
+    remove_image(image_id)
+    network(name) -> network inspect or None
+    create_network(name, bridge, checkpoint) -> network inspect
+    remove_network(network_id)
+    container(name_or_id) -> container inspect or None
+    checkpoint_containers(checkpoint) -> [container inspect, ...]   labelled with the checkpoint
+    create_container(name, settings, environment, labels, mounts) -> container id
+    start(id), stop(id, timeout), rename(id, name), remove(id)      remove: forced, absent is fine
+    logs(id, lines) -> str                                     best effort
+
+Every failure is an :class:`EngineError` whose message says what was being done.
+:class:`DockerEngine` is the backend for Linux hosts (the ``docker`` SDK's low-level client on
+the engine's socket; SDK 5.0.3 of Debian 12 and 7.x). A backend for Windows hosts drives
+``docker.exe`` with the same calls (an action plugin running ``ansible.windows`` modules, or the
+update engine in the checkpoint image on the named pipe ``npipe:////./pipe/docker_engine``), so
+the manager and the update engine stay the same on both.
+
+This file imports neither Ansible nor the ``vantage`` package: ``checkpoint_container``,
+``checkpoint_health`` and the update engine of the ``vantage`` package (which carries it
+unchanged, see docs/auto-update.md) all use it.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
-
-from ansible.module_utils.basic import missing_required_lib
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 try:
     import docker
-    from docker.errors import APIError, DockerException, NotFound
+    from docker.errors import DockerException, NotFound
     from docker.types import LogConfig, Mount
 except ImportError:
     HAS_DOCKER = False
-    DOCKER_IMPORT_ERROR = traceback.format_exc()
+    DOCKER_IMPORT_ERROR = traceback.format_exc()  # type: Optional[str]
 
-    class DockerException(Exception):  # noqa: N818 - stand-in, so that except clauses work
+    class DockerException(Exception):  # type: ignore[no-redef]  # noqa: N818 - stand-in, so that except clauses work
         pass
 
-    class APIError(DockerException):
-        pass
-
-    class NotFound(APIError):
+    class NotFound(DockerException):  # type: ignore[no-redef,misc]
         pass
 
 else:
     HAS_DOCKER = True
     DOCKER_IMPORT_ERROR = None
 
-from ansible_collections.vantage.checkpoint.plugins.module_utils._container import (
+from ._container import (
     BRIDGE_NAME_OPTION,
     ICC_OPTION,
     LABEL_CHECKPOINT,
-    LABEL_CONFIG_HASH,
-    LABEL_INSTANCE,
+    PREVIOUS_SUFFIX,
+    MountSpec,
+    Settings,
     healthcheck_to_engine,
 )
 
-MIN_DOCKER_SDK = "5.0.3"
-
-
-def ensure_docker(module):
-    """Fail the module with Ansible's standard message when the SDK is missing or too old."""
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib("docker (Python SDK, >= %s)" % MIN_DOCKER_SDK),
-                         exception=DOCKER_IMPORT_ERROR)
-    version = tuple(int(p) for p in docker.__version__.split(".")[:3] if p.isdigit())
-    if version < (5, 0, 3):
-        module.fail_json(msg="the docker Python SDK is %s; checkpoint_container needs >= %s"
-                         % (docker.__version__, MIN_DOCKER_SDK))
+MIN_DOCKER_SDK = (5, 0, 3)
+Inspect = Dict[str, Any]
+#: a health gate: (container id) -> (True, container inspect) or (False, why not)
+Gate = Callable[[str], Tuple[bool, Any]]
 
 
 class EngineError(Exception):
     pass
 
 
+def docker_sdk_problem():
+    # type: () -> Optional[str]
+    """Why the Docker SDK cannot be used (missing, too old), or None."""
+    if not HAS_DOCKER:
+        return "the docker Python SDK is missing"
+    version = tuple(int(p) for p in docker.__version__.split(".")[:3] if p.isdigit())
+    if version < MIN_DOCKER_SDK:
+        return "the docker Python SDK is %s; %s or later is needed" % (
+            docker.__version__, ".".join(str(p) for p in MIN_DOCKER_SDK))
+    return None
+
+
 def _text(exc):
+    # type: (BaseException) -> str
     explanation = getattr(exc, "explanation", None)
     if explanation:
         return explanation.decode("utf-8", "replace") if isinstance(explanation, bytes) else str(explanation)
     return str(exc)
 
 
-class Engine:
-    """The few engine operations the module uses."""
+class DockerEngine:
+    """The engine interface (see the module's docstring) on the Docker Engine API."""
 
     def __init__(self, docker_host, timeout):
+        # type: (str, int) -> None
+        problem = docker_sdk_problem()
+        if problem:
+            raise EngineError(problem)
         try:
             self.api = docker.APIClient(base_url=docker_host, version="auto", timeout=timeout)
         except DockerException as exc:
             raise EngineError("cannot reach the Docker engine at %s: %s" % (docker_host, _text(exc)))
 
     def _call(self, what, func, *args, **kwargs):
+        # type: (str, Callable[..., Any], Any, Any) -> Any
         try:
             return func(*args, **kwargs)
         except DockerException as exc:
             raise EngineError("%s: %s" % (what, _text(exc)))
 
+    def _inspect(self, what, func, name_or_id):
+        # type: (str, Callable[[str], Inspect], str) -> Optional[Inspect]
+        try:
+            return func(name_or_id)
+        except NotFound:
+            return None
+        except DockerException as exc:
+            raise EngineError("inspecting %s %s: %s" % (what, name_or_id, _text(exc)))
+
     def limits(self):
+        # type: () -> Dict[str, bool]
         """Which resource limits the engine's kernel enforces (``docker info``): it silently drops
         the others, which would otherwise look like a difference on every run."""
         info = self._call("reading the engine's information", self.api.info)
@@ -100,35 +147,42 @@ class Engine:
     # -- images --------------------------------------------------------------------------------
 
     def image(self, reference):
-        """``docker image inspect`` of ``reference``, or None when the engine does not have it."""
-        try:
-            return self.api.inspect_image(reference)
-        except NotFound:
-            return None
-        except DockerException as exc:
-            raise EngineError("inspecting image %s: %s" % (reference, _text(exc)))
+        # type: (str) -> Optional[Inspect]
+        return self._inspect("image", self.api.inspect_image, reference)
 
     def pull(self, repository, digest):
+        # type: (str, str) -> None
         what = "pulling %s@%s" % (repository, digest)
-        try:
-            for line in self.api.pull(repository, tag=digest, stream=True, decode=True):
-                if isinstance(line, dict) and line.get("error"):
-                    raise EngineError("%s: %s" % (what, line["error"]))
-        except DockerException as exc:
-            raise EngineError("%s: %s" % (what, _text(exc)))
+        for line in self._call(what, self.api.pull, repository, tag=digest, stream=True, decode=True):
+            if isinstance(line, dict) and line.get("error"):
+                raise EngineError("%s: %s" % (what, line["error"]))
+
+    def images(self):
+        # type: () -> List[Inspect]
+        return list(self._call("listing images", self.api.images))
+
+    def used_images(self):
+        # type: () -> Set[str]
+        return set(c.get("ImageID") for c in self._call("listing containers", self.api.containers, all=True))
+
+    def remove_image(self, image_id):
+        # type: (str) -> None
+        self._call("removing image %s" % image_id[:19], self.api.remove_image, image_id)
 
     # -- networks ------------------------------------------------------------------------------
 
     def network(self, name):
+        # type: (str) -> Optional[Inspect]
         """``docker network inspect`` of the network called exactly ``name``, or None."""
         found = [n for n in self._call("listing networks", self.api.networks, names=[name]) if n.get("Name") == name]
         if not found:
             return None
         if len(found) > 1:
             raise EngineError("there are %d networks called %s; remove the extra ones" % (len(found), name))
-        return self._call("inspecting network %s" % name, self.api.inspect_network, found[0]["Id"])
+        return self._inspect("network", self.api.inspect_network, found[0]["Id"])
 
     def create_network(self, name, bridge, checkpoint):
+        # type: (str, str, str) -> Optional[Inspect]
         self._call(
             "creating network %s" % name,
             self.api.create_network,
@@ -140,20 +194,17 @@ class Engine:
         return self.network(name)
 
     def remove_network(self, network_id):
+        # type: (str) -> None
         self._call("removing network %s" % network_id, self.api.remove_network, network_id)
 
     # -- containers ----------------------------------------------------------------------------
 
     def container(self, name_or_id):
-        """``docker inspect`` of a container, or None when there is none."""
-        try:
-            return self.api.inspect_container(name_or_id)
-        except NotFound:
-            return None
-        except DockerException as exc:
-            raise EngineError("inspecting container %s: %s" % (name_or_id, _text(exc)))
+        # type: (str) -> Optional[Inspect]
+        return self._inspect("container", self.api.inspect_container, name_or_id)
 
     def checkpoint_containers(self, checkpoint):
+        # type: (str) -> List[Inspect]
         """``docker inspect`` of every container (running or not) labelled with ``checkpoint``."""
         listed = self._call(
             "listing containers",
@@ -168,67 +219,69 @@ class Engine:
                 result.append(inspected)
         return result
 
-    def create_container(self, spec, instance, name, image_id, settings, digest):
+    def create_container(self, name, settings, environment, labels, mounts):
+        # type: (str, Settings, Dict[str, str], Dict[str, str], List[MountSpec]) -> str
+        """Create (not start) a container from comparable ``settings`` (``_container``).
+
+        A limit that is None in the settings (not enforced by the kernel) is not asked for; a
+        healthcheck that is None keeps the image's.
+        """
         api = self.api
-        mounts = [
-            Mount(target=target, source=source, type="bind", read_only=read_only)
-            for source, target, read_only in spec.mounts(instance)
-        ]
-        restart = {"Name": settings["restart_policy"]}
+        restart = {"Name": settings["restart_policy"]}  # type: Dict[str, Any]
         if settings["restart_policy"] == "on-failure":
             restart["MaximumRetryCount"] = 0
         log_config = dict(settings["log_config"])
         host_config = self._call(
             "preparing the container settings",
             api.create_host_config,
-            mounts=mounts,
+            mounts=[Mount(target=target, source=source, type="bind", read_only=read_only)
+                    for source, target, read_only in mounts],
             network_mode=settings["network"],
             nano_cpus=settings["nano_cpus"],
             restart_policy=restart,
             log_config=LogConfig(type=log_config.pop("type"), config=log_config),
-            read_only=True,
+            read_only=settings["read_only"],
             tmpfs=dict(settings["tmpfs"]),
             cap_drop=list(settings["cap_drop"]),
+            cap_add=list(settings["cap_add"]) or None,
             security_opt=list(settings["security_opt"]),
-            privileged=False,
-            init=True,
+            privileged=settings["privileged"],
+            init=settings["init"],
             extra_hosts=list(settings.get("extra_hosts") or []) or None,
         )
-        # a limit the kernel cannot enforce is None in the settings, and not asked for
         for key, value in (("Memory", settings["memory"]), ("MemorySwap", settings["memory_swap"]),
                            ("PidsLimit", settings["pids_limit"])):
             if value is not None:
                 host_config[key] = value
-        labels = {
-            LABEL_CHECKPOINT: spec.checkpoint,
-            LABEL_INSTANCE: instance["name"],
-            LABEL_CONFIG_HASH: digest,
-        }
         kwargs = dict(
             name=name,
-            user=settings["user"],
-            environment=spec.environment(instance),
+            user=settings["user"] or None,
+            environment=dict(sorted(environment.items())),
             labels=labels,
             host_config=host_config,
             networking_config=api.create_networking_config({settings["network"]: api.create_endpoint_config()}),
             stop_timeout=settings["stop_timeout"],
             use_config_proxy=False,
-        )
-        if spec.healthcheck_option and settings["healthcheck"]:
+        )  # type: Dict[str, Any]
+        if settings["healthcheck"]:
             kwargs["healthcheck"] = healthcheck_to_engine(settings["healthcheck"])
-        created = self._call("creating container %s" % name, api.create_container, image_id, **kwargs)
-        return created["Id"]
+        created = self._call("creating container %s" % name, api.create_container, settings["image"], **kwargs)
+        return str(created["Id"])
 
     def start(self, container_id):
+        # type: (str) -> None
         self._call("starting container %s" % container_id[:12], self.api.start, container_id)
 
     def stop(self, container_id, timeout):
+        # type: (str, int) -> None
         self._call("stopping container %s" % container_id[:12], self.api.stop, container_id, timeout=timeout)
 
     def rename(self, container_id, name):
+        # type: (str, str) -> None
         self._call("renaming container %s to %s" % (container_id[:12], name), self.api.rename, container_id, name)
 
     def remove(self, container_id):
+        # type: (str) -> None
         try:
             self.api.remove_container(container_id, v=True, force=True)
         except NotFound:
@@ -237,6 +290,7 @@ class Engine:
             raise EngineError("removing container %s: %s" % (container_id[:12], _text(exc)))
 
     def logs(self, container_id, lines=20):
+        # type: (str, int) -> str
         """The last ``lines`` lines the container wrote (stdout and stderr), best effort."""
         try:
             data = self.api.logs(container_id, stdout=True, stderr=True, tail=lines)
@@ -244,26 +298,36 @@ class Engine:
             return "(no logs: %s)" % _text(exc)
         if isinstance(data, bytes):
             data = data.decode("utf-8", "replace")
-        return data.strip()
+        return str(data).strip()
+
+
+# ----------------------------------------------------------------------------- health
+
+
+def container_name_of(container):
+    # type: (Inspect) -> str
+    return str(container.get("Name") or "").lstrip("/")
 
 
 def health_state(container):
+    # type: (Optional[Inspect]) -> str
     """One word for a container's condition: healthy, unhealthy, starting, none (no healthcheck),
-    restarting, or the engine's status when it is not running (exited, created, dead, ...)."""
+    restarting, missing, or the engine's status when it is not running (exited, created, dead, ...)."""
     if container is None:
         return "missing"
     state = container.get("State") or {}
     if state.get("Restarting"):
         return "restarting"
     if not state.get("Running"):
-        return state.get("Status") or "exited"
+        return str(state.get("Status") or "exited")
     health = state.get("Health")
     if not health:
         return "none"
-    return health.get("Status") or "starting"
+    return str(health.get("Status") or "starting")
 
 
 def health_report(engine, container):
+    # type: (Any, Inspect) -> str
     """Why a container is not healthy: its state, last health check output and last log lines."""
     state = container.get("State") or {}
     parts = ["state %s" % health_state(container)]
@@ -286,6 +350,7 @@ def health_report(engine, container):
 
 
 def wait_healthy(engine, container_id, timeout, interval=0.5, clock=time.monotonic, sleep=time.sleep):
+    # type: (Any, str, float, float, Callable[[], float], Callable[[float], None]) -> Tuple[bool, Any]
     """Wait until the container is healthy; return ``(True, inspect)`` or ``(False, reason)``.
 
     Gives up at once when the container stops running or is restarted by its restart policy (it
@@ -306,3 +371,75 @@ def wait_healthy(engine, container_id, timeout, interval=0.5, clock=time.monoton
         if clock() >= deadline:
             return False, "it was not healthy within %ss: %s" % (timeout, health_report(engine, container))
         sleep(interval)
+
+
+# ----------------------------------------------------------------------------- replacing one instance
+
+
+class Replacement:
+    """What :func:`replace_container` did.
+
+    ``ok``: the new container passed its gate and the old one is removed (``new_id``, ``outcome``:
+    the gate's answer). Otherwise ``reason`` says why the new container was refused; the old one
+    is back under its name and, when it ran, started again - ``restored`` is its gate's answer
+    (``restored_ok``) - unless putting it back failed (``rollback_error``).
+    """
+
+    def __init__(self, ok, new_id=None, outcome=None, reason=None):
+        # type: (bool, Optional[str], Any, Optional[str]) -> None
+        self.ok = ok
+        self.new_id = new_id
+        self.outcome = outcome
+        self.reason = reason
+        self.rollback_error = None  # type: Optional[str]
+        self.restored_ok = None  # type: Optional[bool]
+        self.restored = None  # type: Any
+
+
+def replace_container(engine, old, create, gate, stop_timeout, check_created=None, restore_gate=None):
+    # type: (Any, Inspect, Callable[[], str], Gate, int, Optional[Callable[[str], Optional[str]]], Optional[Gate]) -> Replacement
+    """Replace the container ``old`` (an inspect) by the one ``create()`` makes, behind ``gate``.
+
+    The old container is renamed ``<name>-previous`` (a creation failure renames it back and
+    raises :class:`EngineError`), ``check_created(new id)`` may refuse the new container before
+    anything stops, then the old one is stopped - never two agents on one identity and state
+    directory - and the new one started; ``gate(new id)`` decides. On success the old container
+    is removed; otherwise the new one is removed and the old one renamed back and started again
+    (when it ran), and ``restore_gate`` (default ``gate``) waits for it.
+    """
+    name = container_name_of(old)
+    engine.rename(old["Id"], name + PREVIOUS_SUFFIX)
+    try:
+        new_id = create()
+    except EngineError as exc:
+        engine.rename(old["Id"], name)
+        raise EngineError("%s; the running container was kept" % exc)
+    was_running = bool((old.get("State") or {}).get("Running"))
+    result = Replacement(False, new_id)
+    try:
+        result.reason = check_created(new_id) if check_created else None
+        if result.reason is None:
+            if was_running:
+                engine.stop(old["Id"], stop_timeout)
+            engine.start(new_id)
+            result.ok, result.outcome = gate(new_id)
+            if not result.ok:
+                result.reason = str(result.outcome)
+    except EngineError as exc:
+        result.reason = str(exc)
+    if result.ok:
+        engine.remove(old["Id"])
+        return result
+    try:
+        engine.remove(new_id)
+        engine.rename(old["Id"], name)
+        if was_running:
+            engine.start(old["Id"])
+    except EngineError as exc:
+        result.rollback_error = str(exc)
+        return result
+    if was_running:
+        result.restored_ok, result.restored = (restore_gate or gate)(old["Id"])
+    else:
+        result.restored = engine.container(old["Id"])
+    return result

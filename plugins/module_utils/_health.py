@@ -10,7 +10,8 @@ shows, and the report built from both.
 The network and the engine are read by :func:`read_control_plane` and :func:`inspect_local`; the
 verdict itself (:func:`build_report`, :func:`local_findings`) is plain data handling, unit-tested
 without any server or engine. Every reason is a sentence that names the checkpoint or the instance,
-so that a list of them can be shown to an operator as it is.
+so that a list of them can be shown to an operator as it is. :class:`HealthCheck` is the module's
+manager: its options (:func:`argument_spec`), the wait and the result.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import stat
 import time
 from email.utils import parsedate_to_datetime
 
+from ansible.module_utils.basic import env_fallback, missing_required_lib
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.urls import open_url
 
@@ -28,11 +30,20 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container impo
     IDENTITY_KEY_PATH,
     LABEL_CHECKPOINT,
     LABEL_INSTANCE,
-    container_name,
 )
+from ansible_collections.vantage.checkpoint.plugins.module_utils._container_engine import (
+    DOCKER_IMPORT_ERROR,
+    DockerEngine,
+    EngineError,
+    docker_sdk_problem,
+    health_state,
+)
+from ansible_collections.vantage.checkpoint.plugins.module_utils._contract import container_name
 from ansible_collections.vantage.checkpoint.plugins.module_utils._control_plane import (
+    CONTROL_PLANE_ARGUMENT_SPEC,
     ControlPlaneError,
     api_path,
+    check_name,
 )
 
 ALERT_LIMIT = 1000
@@ -364,3 +375,187 @@ def unknown_report(checkpoint, base_url, message, clock_offset=None, now=None):
         clock_offset_s=None if clock_offset is None else round(clock_offset, 1),
         instances=[],
     )
+
+
+# ----------------------------------------------------------------------------- the module's manager
+
+
+DIGEST_PREFIX = "sha256:"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+ENGINE_TIMEOUT = 30
+
+
+def argument_spec():
+    """The options of ``checkpoint_health`` (with the control plane's connection options)."""
+    spec = dict(CONTROL_PLANE_ARGUMENT_SPEC)
+    spec.update(
+        wait_timeout=dict(type="int", default=120),
+        checkpoint=dict(type="str", required=True),
+        instances=dict(type="list", elements="str"),
+        min_healthy=dict(type="int"),
+        image_digest=dict(type="str"),
+        local_engine=dict(type="bool", default=False),
+        local_instances=dict(type="list", elements="str"),
+        max_clock_offset=dict(type="float", default=30),
+        wait=dict(type="bool", default=False),
+        poll_interval=dict(type="float", default=3),
+        fail_on_unhealthy=dict(type="bool", default=True),
+        docker_host=dict(type="str", fallback=(env_fallback, ["DOCKER_HOST"])),
+    )
+    return spec
+
+
+class HealthCheck:
+    def __init__(self, module, client, clock=time.monotonic, sleep=time.sleep):
+        self.module = module
+        self.client = client
+        self.clock = clock
+        self.sleep = sleep
+        params = module.params
+        try:
+            self.checkpoint = check_name(params["checkpoint"], "checkpoint")
+            self.expected = None
+            if params["instances"] is not None:
+                self.expected = self.unique([check_name(n, "instances entry") for n in params["instances"]], "instances")
+            self.local_instances = None
+            if params["local_instances"] is not None:
+                self.local_instances = self.unique(
+                    [check_name(n, "local_instances entry") for n in params["local_instances"]], "local_instances"
+                )
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
+        if self.expected is not None and self.local_instances is not None:
+            extra = [n for n in self.local_instances if n not in self.expected]
+            if extra:
+                module.fail_json(msg="local_instances lists %s, which instances does not list" % ", ".join(extra))
+        self.min_healthy = params["min_healthy"]
+        if self.min_healthy is not None and self.min_healthy < 0:
+            module.fail_json(msg="min_healthy must be 0 or more, got %s" % self.min_healthy)
+        if self.expected is not None and self.min_healthy is not None and self.min_healthy > len(self.expected):
+            module.fail_json(
+                msg="min_healthy is %s but instances lists only %d instance(s)" % (self.min_healthy, len(self.expected))
+            )
+        self.image_digest = params["image_digest"]
+        if self.image_digest is not None:
+            self.image_digest = self.image_digest.strip()
+            if "@" in self.image_digest:  # repository@sha256:... as the checkpoint role pins it
+                self.image_digest = self.image_digest.rsplit("@", 1)[1]
+            hexpart = self.image_digest[len(DIGEST_PREFIX):]
+            if not self.image_digest.startswith(DIGEST_PREFIX) or len(hexpart) != 64 or hexpart.strip("0123456789abcdef"):
+                module.fail_json(msg="image_digest must be sha256:<64 lower-case hex digits>, got %r" % params["image_digest"])
+        self.timeout = params["wait_timeout"]
+        self.request_timeout = params["timeout"]
+        self.poll_interval = params["poll_interval"]
+        if self.poll_interval <= 0:
+            module.fail_json(msg="poll_interval must be a positive number of seconds")
+        self.max_clock_offset = params["max_clock_offset"]
+        if self.max_clock_offset < 0:
+            module.fail_json(msg="max_clock_offset must be 0 or more seconds")
+        self.wait = params["wait"]
+        self.fail_on_unhealthy = params["fail_on_unhealthy"]
+        self.engine = None
+        self.health_state = None
+        if params["local_engine"]:
+            self.engine, self.health_state = self.connect_engine(params["docker_host"] or DEFAULT_DOCKER_HOST)
+
+    def unique(self, names, option):
+        seen = []
+        for name in names:
+            if name in seen:
+                self.module.fail_json(msg="%s lists %s twice" % (option, name))
+            seen.append(name)
+        return seen
+
+    def connect_engine(self, docker_host):
+        problem = docker_sdk_problem()
+        if problem:
+            self.module.fail_json(msg="%s: %s" % (missing_required_lib("docker (Python SDK) >= 5.0.3"), problem),
+                                  exception=DOCKER_IMPORT_ERROR)
+        try:
+            return DockerEngine(docker_host, ENGINE_TIMEOUT), health_state
+        except EngineError as exc:
+            self.module.fail_json(msg=str(exc))
+
+    def check_once(self, deadline):
+        """One report; raises ControlPlaneError when the control plane cannot be asked."""
+        self.client.timeout = max(1, min(self.request_timeout, int(round(deadline - self.clock()))))
+        offset, dummy = server_clock(self.client)
+        health, alerts = read_control_plane(self.client, self.checkpoint)
+        expected = self.expected
+        if expected is None:
+            expected = sorted(i["name"] for i in health["instances"] if isinstance(i, dict) and isinstance(i.get("name"), str))
+        local = {}
+        if self.engine is not None:
+            names = self.local_instances if self.local_instances is not None else expected
+            for name in names:
+                try:
+                    local[name] = inspect_local(self.engine, self.checkpoint, name, self.health_state)
+                except EngineError as exc:
+                    self.module.fail_json(msg="cannot inspect instance %s on this host: %s" % (name, exc))
+        return build_report(
+            self.checkpoint,
+            self.client.base_url,
+            health,
+            alerts,
+            expected=expected,
+            min_healthy=self.min_healthy,
+            image_digest=self.image_digest,
+            local=local,
+            clock_offset=offset,
+            max_clock_offset=self.max_clock_offset if self.engine is not None else None,
+        )
+
+    def run(self):
+        deadline = self.clock() + self.timeout
+        attempts = 0
+        while True:
+            attempts += 1
+            error = None
+            report = None
+            try:
+                report = self.check_once(deadline)
+            except NotKnownError as exc:
+                self.fail_error(exc, attempts)
+            except ControlPlaneError as exc:
+                # 401/403 and other answers will not change by waiting; no answer at all might
+                if exc.status is not None or not self.wait:
+                    self.fail_error(exc, attempts)
+                error = exc
+            if report is not None and (report["healthy"] or not self.wait):
+                break
+            if self.clock() + self.poll_interval >= deadline:
+                if report is None:
+                    self.fail_error(error, attempts)
+                break
+            self.sleep(self.poll_interval)
+
+        result = dict(
+            changed=False,
+            healthy=report["healthy"],
+            state=report["state"],
+            reasons=report["reasons"],
+            report=report,
+            attempts=attempts,
+        )
+        if not report["healthy"] and self.fail_on_unhealthy:
+            waited = " after waiting %s s" % self.timeout if self.wait else ""
+            self.module.fail_json(
+                msg="checkpoint %s is not healthy (state %s)%s: %s"
+                % (self.checkpoint, report["state"], waited, "; ".join(report["reasons"])),
+                **result
+            )
+        self.module.exit_json(**result)
+
+    def fail_error(self, exc, attempts):
+        message = self.client.scrub(exc.msg)
+        report = unknown_report(self.checkpoint, self.client.base_url, message)
+        self.module.fail_json(
+            msg=message,
+            status=exc.status,
+            changed=False,
+            healthy=False,
+            state=report["state"],
+            reasons=report["reasons"],
+            report=report,
+            attempts=attempts,
+        )

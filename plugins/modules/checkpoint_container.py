@@ -60,7 +60,7 @@ options:
   checkpoint:
     description:
       - Name of the checkpoint - lower-case letters, digits and C(-), at most 63 characters, not starting with C(-)
-        (the agent's rule).
+        (the rule every part of Vantage applies to names).
     type: str
     required: true
   state:
@@ -112,6 +112,8 @@ options:
   control_plane_url:
     description:
       - Control plane base URL given to the agent (C(VANTAGE_CONTROL_PLANE_URL)). Required with O(state=present).
+      - An C(https://) URL without credentials, query or fragment; C(http://) only to a loopback address (C(127.0.0.0/8),
+        C(::1), C(localhost)). Any other URL is refused before any container changes.
     type: str
   trusted_keys:
     description:
@@ -409,61 +411,55 @@ instances:
       returned: on failure
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.vantage.checkpoint.plugins.module_utils._container_deploy import CheckpointDeployment
+from ansible_collections.vantage.checkpoint.plugins.module_utils._container import (
+    REQUIRED_IF_PRESENT,
+    CheckpointSpec,
+    SpecError,
+    argument_spec,
+)
+from ansible_collections.vantage.checkpoint.plugins.module_utils._container_deploy import (
+    CheckpointDeployment,
+    DeployError,
+)
+from ansible_collections.vantage.checkpoint.plugins.module_utils._container_engine import (
+    DOCKER_IMPORT_ERROR,
+    DockerEngine,
+    EngineError,
+    docker_sdk_problem,
+)
 
 
 def main():
-    argument_spec = dict(
-        checkpoint=dict(type="str", required=True),
-        state=dict(type="str", default="present", choices=["present", "absent"]),
-        instances=dict(
-            type="list",
-            elements="dict",
-            options=dict(
-                name=dict(type="str", required=True),
-                identity_key=dict(type="path", required=True),
-                state_dir=dict(type="path", required=True),
-                env=dict(type="dict"),
-            ),
-        ),
-        image=dict(type="str"),
-        control_plane_url=dict(type="str"),
-        trusted_keys=dict(type="path"),
-        ca_bundle=dict(type="path"),
-        credentials_file=dict(type="path"),
-        env=dict(type="dict"),
-        network=dict(type="str"),
-        user=dict(type="str", default="10001:10001"),
-        memory=dict(type="str", default="256m"),
-        cpus=dict(type="float", default=1.0),
-        pids_limit=dict(type="int", default=256),
-        extra_hosts=dict(type="dict", default={}),
-        restart_policy=dict(type="str", default="unless-stopped", choices=["no", "on-failure", "always", "unless-stopped"]),
-        log_max_size=dict(type="str", default="10m"),
-        log_max_file=dict(type="int", default=3),
-        stop_timeout=dict(type="int", default=15),
-        health_timeout=dict(type="int", default=120),
-        healthcheck=dict(
-            type="dict",
-            options=dict(
-                test=dict(type="list", elements="str"),
-                interval=dict(type="int", default=15),
-                timeout=dict(type="int", default=10),
-                retries=dict(type="int", default=3),
-                start_period=dict(type="int", default=30),
-            ),
-        ),
-        docker_host=dict(type="str", fallback=(env_fallback, ["DOCKER_HOST"])),
-        api_timeout=dict(type="int", default=60),
-    )
     module = AnsibleModule(
-        argument_spec=argument_spec,
+        argument_spec=argument_spec(),
         supports_check_mode=True,
-        required_if=[("state", "present", ("instances", "image", "control_plane_url", "trusted_keys"))],
+        required_if=[("state", "present", REQUIRED_IF_PRESENT)],
     )
-    CheckpointDeployment(module).run()
+    try:
+        spec = CheckpointSpec(module.params)
+    except SpecError as exc:
+        module.fail_json(msg=str(exc))
+    problem = docker_sdk_problem()
+    if problem:
+        module.fail_json(msg="%s: %s" % (missing_required_lib("docker (Python SDK) >= 5.0.3"), problem),
+                         exception=DOCKER_IMPORT_ERROR)
+    try:
+        result = CheckpointDeployment(spec, DockerEngine(spec.docker_host, spec.api_timeout), module.check_mode).run()
+    except EngineError as exc:
+        module.fail_json(msg=str(exc))
+    except DeployError as exc:
+        result = exc.result
+        result["msg"] = str(exc)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    diff = result.pop("diff", None)
+    if "msg" in result:
+        module.fail_json(**result)
+    if module._diff:
+        result["diff"] = diff
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

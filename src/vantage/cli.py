@@ -16,6 +16,7 @@ commands:
   identity PATH               create or read an instance identity key, print {public_key, key_id, created}
   agent run|healthcheck       the checkpoint agent
   control-plane serve         the reference control plane
+  update --config FILE        one update run of a checkpoint host (docs/auto-update.md)
   version                     print the version
 """
 
@@ -47,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vantage.control_plane.cli import main as cp_main
 
         return int(cp_main(rest))
+    if command == "update":
+        from vantage.update.cli import main as update_main
+
+        return int(update_main(rest))
     sys.stderr.write(f"vantage: unknown command {command!r}\n{USAGE}")
     return 2
 

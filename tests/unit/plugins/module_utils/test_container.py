@@ -12,10 +12,8 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container impo
     CheckpointSpec,
     ImageRef,
     SpecError,
-    bridge_name,
     check_extra_hosts,
     config_hash,
-    container_name,
     credentials_revision,
     differences,
     display_settings,
@@ -25,6 +23,7 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container impo
     observed_settings,
     parse_memory,
 )
+from ansible_collections.vantage.checkpoint.plugins.module_utils._contract import bridge_name, container_name
 
 DIGEST = "sha256:" + "ab" * 32
 IMAGE_ID = "sha256:" + "cd" * 32

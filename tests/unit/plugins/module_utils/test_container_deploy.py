@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from ansible_collections.vantage.checkpoint.plugins.module_utils._container import (
     LABEL_CHECKPOINT,
-    LABEL_CONFIG_HASH,
-    LABEL_INSTANCE,
+    CheckpointSpec,
+    SpecError,
     healthcheck_to_engine,
 )
-from ansible_collections.vantage.checkpoint.plugins.module_utils._container_deploy import CheckpointDeployment
+from ansible_collections.vantage.checkpoint.plugins.module_utils._container_deploy import (
+    CheckpointDeployment,
+    DeployError,
+)
 from ansible_collections.vantage.checkpoint.plugins.module_utils._container_engine import EngineError
 
 OLD = "sha256:" + "01" * 32
@@ -29,28 +30,20 @@ IMAGE_CONFIG = {
 }
 
 
-class Exit(Exception):
+class Outcome:
     def __init__(self, result, failed):
-        super().__init__(result.get("msg"))
         self.result = result
         self.failed = failed
 
 
-class FakeModule:
-    def __init__(self, params, check_mode=False):
-        self.params = params
-        self.check_mode = check_mode
-        self._diff = True
-        self.warnings = []
-
-    def warn(self, text):
-        self.warnings.append(text)
-
-    def exit_json(self, **result):
-        raise Exit(result, False)
-
-    def fail_json(self, **result):
-        raise Exit(result, True)
+def deploy(engine, values, check_mode=False):
+    """What the module does with the option model and the manager (without Ansible)."""
+    try:
+        return Outcome(CheckpointDeployment(CheckpointSpec(values), engine, check_mode).run(), False)
+    except SpecError as exc:
+        return Outcome({"msg": str(exc)}, True)
+    except DeployError as exc:
+        return Outcome(dict(exc.result, msg=str(exc)), True)
 
 
 class FakeEngine:
@@ -94,11 +87,12 @@ class FakeEngine:
     def checkpoint_containers(self, checkpoint):
         return [c for c in self.containers.values() if c["Config"]["Labels"].get(LABEL_CHECKPOINT) == checkpoint]
 
-    def create_container(self, spec, instance, name, image_id, settings, digest):
+    def create_container(self, name, settings, environment, labels, mounts):
         self.counter += 1
         container_id = "%064x" % self.counter
+        image_id = settings["image"]
         env = dict(item.split("=", 1) for item in IMAGE_CONFIG["Env"])
-        env.update(spec.environment(instance))
+        env.update(environment)
         log_config = dict(settings["log_config"])
         self.containers[container_id] = {
             "Id": container_id,
@@ -109,13 +103,12 @@ class FakeEngine:
             "Config": {
                 "User": settings["user"],
                 "Env": ["%s=%s" % item for item in env.items()],
-                "Healthcheck": (dict((k.title().replace("_", ""), v) for k, v in healthcheck_to_engine(settings["healthcheck"]).items())
-                                if spec.healthcheck_option else IMAGE_CONFIG["Healthcheck"]),
+                "Healthcheck": dict((k.title().replace("_", ""), v) for k, v in healthcheck_to_engine(settings["healthcheck"]).items()),
                 "StopTimeout": settings["stop_timeout"],
-                "Labels": {LABEL_CHECKPOINT: spec.checkpoint, LABEL_INSTANCE: instance["name"], LABEL_CONFIG_HASH: digest},
+                "Labels": dict(labels),
             },
             "HostConfig": {
-                "Mounts": [{"Source": s, "Target": t, "ReadOnly": ro} for s, t, ro in spec.mounts(instance)],
+                "Mounts": [{"Source": s, "Target": t, "ReadOnly": ro} for s, t, ro in mounts],
                 "NetworkMode": settings["network"],
                 "Memory": settings["memory"],
                 "MemorySwap": settings["memory_swap"],
@@ -174,11 +167,7 @@ def params(image=NEW, instances=("a", "b"), **overrides):
 
 
 def run(engine, check_mode=False, **kwargs):
-    module = FakeModule(params(**kwargs), check_mode=check_mode)
-    with pytest.raises(Exit) as info:
-        CheckpointDeployment(module, engine=engine).run()
-    info.value.result["warnings"] = module.warnings
-    return info.value
+    return deploy(engine, params(**kwargs), check_mode)
 
 
 def deployed(image=OLD, **kwargs):
@@ -273,13 +262,10 @@ def test_the_last_healthy_instance_is_not_stopped():
     engine.containers[engine.container("vantage-cp-a")["Id"]]["State"]["Health"]["Status"] = "unhealthy"
     instances = [dict(name="a", identity_key="/keys/a.pem", state_dir="/state/a", env=None),
                  dict(name="b", identity_key="/keys/b.pem", state_dir="/state/b", env={"VANTAGE_LOG_LEVEL": "DEBUG"})]
-    module = FakeModule(params(image=OLD, instances=()))
-    module.params["instances"] = instances
-    with pytest.raises(Exit) as info:
-        CheckpointDeployment(module, engine=engine).run()
-    assert info.value.failed
-    assert "refusing to replace instance b" in info.value.result["msg"]
-    assert "a: unhealthy" in info.value.result["msg"]
+    outcome = deploy(engine, params(image=OLD, instances=()) | {"instances": instances})
+    assert outcome.failed
+    assert "refusing to replace instance b" in outcome.result["msg"]
+    assert "a: unhealthy" in outcome.result["msg"]
     assert engine.ops == []
 
 
@@ -299,11 +285,9 @@ def test_a_container_of_another_checkpoint_with_our_name_is_refused():
 
 def test_absent_removes_the_containers_and_the_network():
     engine = deployed()
-    module = FakeModule(dict(params(), state="absent"))
-    with pytest.raises(Exit) as info:
-        CheckpointDeployment(module, engine=engine).run()
-    assert actions(info.value) == [("a", "removed"), ("b", "removed")]
-    assert info.value.result["network_removed"] and engine.containers == {} and engine.networks == {}
+    outcome = deploy(engine, dict(params(), state="absent"))
+    assert actions(outcome) == [("a", "removed"), ("b", "removed")]
+    assert outcome.result["network_removed"] and engine.containers == {} and engine.networks == {}
 
 
 def test_an_image_without_healthcheck_needs_the_option():
@@ -335,10 +319,7 @@ def local_files(tmp_path, instances=("a", "b")):
 
 
 def run_local(engine, files, **kwargs):
-    module = FakeModule(dict(params(**kwargs), **files))
-    with pytest.raises(Exit) as info:
-        CheckpointDeployment(module, engine=engine).run()
-    return info.value
+    return deploy(engine, dict(params(**kwargs), **files))
 
 
 def write_credentials(path, password):
