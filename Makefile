@@ -18,7 +18,7 @@ export PY_COLORS ?= 0
 MOLECULE_SCENARIOS ?= $(sort $(notdir $(wildcard molecule/*)))
 
 .PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy bench \
-        sanity lint units pylint-src pytest plugin-units molecule clean
+        sanity lint galaxy-importer units pylint-src pytest plugin-units molecule clean
 
 help:
 	@echo "make quickstart  - set up this machine and deploy the local sandbox"
@@ -63,6 +63,12 @@ lint: venv collection-link
 	@echo "== ansible-lint (production profile)"
 	@ansible-lint --offline -q
 
+# The built artifact as Galaxy imports it: ansible-doc of every plugin and role, ansible-lint,
+# the changelog; any warning fails (tests/setup/galaxy-importer.cfg, docs/testing.md).
+galaxy-importer: venv
+	@echo "== galaxy-importer (the built collection artifact)"
+	@tests/setup/galaxy-importer.sh
+
 units: pylint-src pytest plugin-units
 
 # The reference agent / control plane package: ruff and strict mypy (ansible-test covers the
@@ -95,7 +101,7 @@ test: export VANTAGE_NO_SKIP := 1
 test:
 	@start=$$(date +%s); \
 	status=0; \
-	{ $(MAKE) --no-print-directory setup && $(MAKE) --no-print-directory sanity lint units molecule; } || status=$$?; \
+	{ $(MAKE) --no-print-directory setup && $(MAKE) --no-print-directory sanity lint galaxy-importer units molecule; } || status=$$?; \
 	echo "== make test wall time: $$(( $$(date +%s) - start )) s (exit $$status)"; \
 	exit $$status
 
