@@ -19,45 +19,15 @@ scenarios and in the execution-environment run of ``site.yml`` with survey-style
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from module_recorder import ROLE_VARS, Recorder
 
 TOP = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-RECORDER = Path(__file__).with_name("module_recorder.py")
-KEYID = "0123456789abcdef"
-DIGEST = "sha256:" + "ab" * 32
-REGISTRY_IMAGE = f"registry.example.test:5000/vantage/checkpoint@{DIGEST}"
-CHECKPOINT_VARS: dict[str, Any] = {
-    "checkpoint_name": "office",
-    "checkpoint_instances": ["a", "b"],
-    "checkpoint_control_plane_url": "https://cp.example.test",
-    "checkpoint_api_token": "token-0123456789abcdef0123456789",
-    "checkpoint_trusted_key_ids": [KEYID],
-    "checkpoint_image": REGISTRY_IMAGE,
-}
-#: what each role needs besides its numbers and booleans
-ROLE_VARS: dict[str, dict[str, Any]] = {
-    "docker_host": {},
-    "checkpoint": CHECKPOINT_VARS,
-    "egress_firewall": CHECKPOINT_VARS,
-    "auto_update": CHECKPOINT_VARS,
-    "health": CHECKPOINT_VARS,
-    "control_plane": {
-        "control_plane_image": f"registry.example.test/vantage/control-plane@{DIGEST}",
-        "control_plane_public_url": "https://cp.example.test:8443",
-        "control_plane_admin_token": "admin-token-0123456789abcdef0123",
-    },
-}
 #: non-default values where default + 2 would be refused or show nothing (the recorded schedule
 #: leaves three days between runs: 2 days refuses it, as the preflight must)
 VALUES: dict[str, Any] = {
@@ -71,46 +41,6 @@ AWX_VALUES: dict[str, Any] = {"auto_update_max_interval_days": 5}
 CONTROLLER_ONLY = {
     "control_plane_wait_timeout": "how long the controller polls the container's health (retries)",
 }
-FACTS = {
-    "os_family": "Debian", "distribution": "Debian", "distribution_version": "12", "system": "Linux",
-    "pkg_mgr": "apt", "service_mgr": "systemd", "dns": {"nameservers": ["10.0.0.53", "127.0.0.53"]},
-    "default_ipv4": {"address": "10.0.0.10"},
-}  # fmt: skip
-HEALTH_REPORT = {
-    "checkpoint": "office", "control_plane_url": "https://cp.example.test", "state": "active",
-    "healthy": False, "degraded": True, "healthy_instances": 1, "min_healthy": None,
-    "reasons": ["instance b is not connected"], "alerts": [], "checked_at": 1700000000.0, "clock_offset_s": 0.1,
-    "instances": [
-        {"name": "a", "local": True, "connected": True, "healthy": True, "last_heartbeat_age_s": 2,
-         "version": "0.1.0", "image_digest": DIGEST, "reasons": []},
-        {"name": "b", "local": True, "connected": False, "healthy": False, "last_heartbeat_age_s": None,
-         "version": None, "image_digest": None, "reasons": ["instance b is not connected"]},
-    ],
-}  # fmt: skip
-#: what the recorded modules answer (first match wins; anything else answers {"changed": false})
-ANSWERS: list[dict[str, Any]] = [
-    {"module": "setup", "result": {"ansible_facts": FACTS}},
-    {"module": "find", "result": {"matched": 1, "files": []}},
-    {"module": "command", "match": {"argv": "apt-cache"}, "result": {"rc": 0, "stdout": "Candidate: 20.10.24"}},
-    {"module": "command", "match": {"argv": "systemd-analyze"},
-     "result": {"rc": 0, "stdout": json.dumps({"longest_gap_s": 3 * 86400.0, "runs": 4})}},
-    {"module": "stat", "result": {"stat": {"exists": False}}},
-    {"module": "uri", "match": {"url": "/api/v1/signing-keys"},
-     "result": {"status": 200, "json": {"keys": [{"keyid": KEYID, "public_key": "AA==", "status": "active"}]}}},
-    {"module": "slurp", "match": {"src": "ca.crt"},
-     "result": {"content": base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode()}},
-    {"module": "slurp", "result": {"failed": True, "msg": "file not found"}},
-    {"module": "checkpoint_identity", "result": {"public_key": "AA==", "key_id": KEYID}},
-    {"module": "signing_key", "result": {"key_id": KEYID}},
-    {"module": "openssl_csr_pipe", "result": {"csr": "-----BEGIN CERTIFICATE REQUEST-----\n"}},
-    {"module": "docker_container_info",
-     "result": {"exists": True, "container": {"State": {"Status": "running", "Health": {"Status": "healthy"}}}}},
-    {"module": "checkpoint_health", "result": {"report": HEALTH_REPORT}},
-    {"module": "copy", "result": {"changed": True}},
-]  # fmt: skip
-TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-
-
 def typed_options(role: str) -> dict[str, tuple[str, Any]]:
     """``{option path: (type, default)}`` of every bool, int and float option of the role."""
     spec = yaml.safe_load((TOP / "roles" / role / "meta" / "argument_specs.yml").read_text())
@@ -145,71 +75,6 @@ def as_awx_string(value: Any) -> str:
 def nested(path: str, value: Any) -> dict[str, Any]:
     head, _, rest = path.partition(".")
     return {head: nested(rest, value) if rest else value}
-
-
-class Recorder:
-    """Runs plays of one role with ansible-playbook; returns what each play sent to the host."""
-
-    def __init__(self, tmp_path: Path, role: str) -> None:
-        self.tmp = tmp_path
-        self.role = role
-        collections = tmp_path / "collections" / "ansible_collections" / "vantage"
-        collections.mkdir(parents=True)
-        (collections / "checkpoint").symlink_to(TOP)
-        shim = tmp_path / "python"
-        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{RECORDER}" "$@"\n')
-        shim.chmod(0o755)
-        host = {"ansible_connection": "local", "ansible_python_interpreter": str(shim)}
-        # localhost too, so that tasks delegated to the controller are recorded, not run
-        (tmp_path / "inventory.yml").write_text(json.dumps({"all": {"hosts": {"host1": host, "localhost": host}}}))
-        (tmp_path / "answers.json").write_text(json.dumps(ANSWERS))
-
-    def run(self, variants: dict[str, dict[str, Any]], extra_vars: dict[str, Any] | None = None) -> dict[str, list[Any]]:
-        """One play per variant (its variables given to the role); the records of each."""
-        plays = []
-        for index, (name, variables) in enumerate(variants.items()):
-            plays.append({
-                "name": name, "hosts": "host1", "gather_facts": index == 0,
-                "tasks": [
-                    {"ansible.builtin.ping": {"data": f"variant {name}"}},
-                    {"block": [{"ansible.builtin.include_role": {"name": f"vantage.checkpoint.{self.role}"},
-                                "vars": variables}],
-                     "rescue": [{"ansible.builtin.ping": {"data": "failed: {{ ansible_failed_result.msg | default('') }}"}}]},
-                ],
-            })  # fmt: skip
-        tag = f"{len(list(self.tmp.glob('play-*.yml')))}"
-        playbook = self.tmp / f"play-{tag}.yml"
-        playbook.write_text(json.dumps(plays, indent=1))
-        log = self.tmp / f"records-{tag}.jsonl"
-        argv = [str(ANSIBLE_PLAYBOOK), "-i", str(self.tmp / "inventory.yml"), str(playbook)]
-        if extra_vars is not None:
-            # the way AWX passes a job's extra variables and survey answers: a file of strings
-            (self.tmp / f"extravars-{tag}.yml").write_text(yaml.safe_dump(extra_vars))
-            argv += ["-e", f"@{self.tmp / f'extravars-{tag}.yml'}"]
-        env = dict(
-            os.environ,
-            ANSIBLE_COLLECTIONS_PATH=str(self.tmp / "collections"),
-            ANSIBLE_PIPELINING="true",
-            ANSIBLE_REMOTE_TMP=str(self.tmp / "remote-tmp"),
-            ANSIBLE_LOCAL_TEMP=str(self.tmp / "local-tmp"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",
-            RECORDER_LOG=str(log),
-            RECORDER_ANSWERS=str(self.tmp / "answers.json"),
-        )
-        result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, check=False)
-        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-        records: dict[str, list[Any]] = {}
-        current: list[Any] = []
-        for line in log.read_text().splitlines():
-            entry = json.loads(TIMESTAMP.sub("<time>", line))
-            data = entry["args"].get("data", "")
-            if entry["module"] == "ansible.builtin.ping" and data.startswith("variant "):
-                current = records.setdefault(data[len("variant ") :], [])
-            elif entry["module"] != "ansible.legacy.setup":
-                current.append(entry)
-        assert list(records) == list(variants), result.stdout[-4000:]
-        return records
 
 
 def first_difference(left: list[Any], right: list[Any]) -> str:
