@@ -143,7 +143,7 @@ def playbooks() -> list[str]:
     return sorted(
         str(path.relative_to(TOP / "playbooks").with_suffix("")).replace("/", ".")
         for path in (TOP / "playbooks").rglob("*.yml")
-        if path.parent.name != "tasks"
+        if path.parent.name not in ("tasks", "vars")  # task and variable files of the playbooks
     )
 
 
