@@ -18,7 +18,7 @@ export PY_COLORS ?= 0
 MOLECULE_SCENARIOS ?= $(sort $(notdir $(wildcard molecule/*)))
 
 .PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy bench \
-        sanity lint galaxy-importer units pylint-src pytest plugin-units molecule clean
+        ee sanity lint galaxy-importer units pylint-src pytest plugin-units molecule clean
 
 help:
 	@echo "make quickstart  - set up this machine and deploy the local sandbox"
@@ -27,7 +27,7 @@ help:
 	@echo "make sandbox-destroy - remove the sandbox hosts"
 	@echo "make bench       - print the agent benchmark figures"
 
-setup: prereqs venv engine images app-images collection-link
+setup: prereqs venv engine images app-images ee collection-link
 
 prereqs:
 	@tests/setup/host-prereqs.sh
@@ -49,6 +49,13 @@ images: engine
 # vantage/checkpoint and vantage/control-plane on the local Debian base; reused when unchanged.
 app-images: images venv
 	@VANTAGE_BASE_IMAGE=vantage-test/debian12:bookworm images/build.sh
+
+# The execution environment vantage/ee:<version> from execution-environment.yml (ansible-builder), on
+# the local Debian base unless EE_BASE_IMAGE names another (docs/awx.md); the AWX-style runs of the
+# playbooks in it are tests/integration/test_execution_environment.py.
+EE_BASE_IMAGE ?= vantage-test/debian12:bookworm
+ee: images venv
+	@$(VENV)/bin/python images/ee/build.py --base-image $(EE_BASE_IMAGE)
 
 # Playbooks and Molecule find the collection as vantage.checkpoint through this link.
 collection-link:
@@ -75,7 +82,7 @@ units: pylint-src pytest plugin-units
 # collection's own content; see docs/testing.md).
 pylint-src: venv
 	@echo "== ruff + mypy (src/vantage)"
-	@$(VENV)/bin/ruff check $(wildcard src tests/conftest.py tests/unit/vantage tests/integration benchmarks)
+	@$(VENV)/bin/ruff check $(wildcard src tests/conftest.py tests/unit/vantage tests/integration benchmarks images/ee)
 	@$(VENV)/bin/mypy
 	@shellcheck images/build.sh .ci/run
 
