@@ -17,11 +17,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from dateutil import rrule
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+OBJECTS = Path(__file__).resolve().parents[2] / "playbooks" / "awx" / "vars" / "objects.yml"
 FIELD_ID = re.compile(r"^[a-zA-Z_]+[a-zA-Z0-9_]*$")
 FILE_KEY = re.compile(r"^template(\.[a-zA-Z_]+[a-zA-Z0-9_]*)?$")
 ENV_KEY = FIELD_ID
@@ -356,3 +358,28 @@ def rrule_errors(value: str) -> list[str]:
     except (ValueError, TypeError) as exc:
         errors.append(f"the rrule does not parse: {exc}")
     return errors
+
+
+# ----------------------------------------------------------------------------- the objects
+
+
+class AnsibleLoader(yaml.SafeLoader):
+    """YAML as Ansible reads it here: ``!unsafe`` marks a string Ansible must not template."""
+
+
+AnsibleLoader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+def objects() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.load(OBJECTS.read_text(), Loader=AnsibleLoader)  # a SafeLoader
+    return data
+
+
+def credential_type(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(t for t in objects()["vantage_awx_credential_types"] if t["name"] == name)
+    return found
+
+
+def job_template(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(t for t in objects()["vantage_awx_job_templates"] if t["name"] == name)
+    return found

@@ -17,8 +17,11 @@ import pytest
 import yaml
 from awx_rules import (
     answer_errors,
+    credential_type,
     credential_type_errors,
     inject,
+    job_template,
+    objects,
     rrule_errors,
     survey_answers,
     survey_errors,
@@ -26,29 +29,6 @@ from awx_rules import (
 from module_recorder import CHECKPOINT_VARS, Recorder
 
 TOP = Path(__file__).resolve().parents[2]
-OBJECTS = TOP / "playbooks" / "awx" / "vars" / "objects.yml"
-
-
-class AnsibleLoader(yaml.SafeLoader):
-    """YAML as Ansible reads it here: ``!unsafe`` marks a string Ansible must not template."""
-
-
-AnsibleLoader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]
-
-
-def objects() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.load(OBJECTS.read_text(), Loader=AnsibleLoader)  # a SafeLoader
-    return data
-
-
-def credential_type(name: str) -> dict[str, Any]:
-    found: dict[str, Any] = next(t for t in objects()["vantage_awx_credential_types"] if t["name"] == name)
-    return found
-
-
-def job_template(name: str) -> dict[str, Any]:
-    found: dict[str, Any] = next(t for t in objects()["vantage_awx_job_templates"] if t["name"] == name)
-    return found
 
 
 @pytest.mark.parametrize("name", ["Vantage control plane", "Vantage check credential"])
