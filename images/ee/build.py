@@ -14,8 +14,8 @@ containers reach neither Galaxy nor PyPI (``make ee``; docs/awx.md).
    the Galaxy requirements (the staged collections, ``--offline``), a pip configuration pointing
    at the wheels (served on the Docker bridge's address while the image builds, removed from the
    final image) and the tag.
-4. Runs ``ansible-builder build`` with ``--build-arg EE_BASE_IMAGE=IMAGE`` and prints the image's
-   id and size.
+4. Runs ``ansible-builder build`` with ``--build-arg EE_BASE_IMAGE=IMAGE``, removes the image the
+   tag named before (when it changed) and prints the new image's id and size.
 
 Environment: EE_BASE_IMAGE (default vantage-test/debian12:bookworm), EE_WHEEL_PORT (18765).
 """
@@ -28,6 +28,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,7 @@ VENV_BIN = Path(sys.executable).parent
 BUNDLED = Path(__import__("ansible_collections").__path__[0])
 #: what ansible-builder itself installs with pip in the build stages
 BUILDER_TOOLS = ["bindep", "pyyaml", "packaging"]
+STAGE_LABEL = "io.vantage.ee-stage"
 
 
 def log(message: str) -> None:
@@ -152,6 +154,9 @@ def derived_definition(example: dict[str, Any], tag: str, pip_conf: str) -> dict
     # printf's format is single-quoted in the RUN line: the settings hold no quote or %
     steps["prepend_base"] = [f"RUN printf '{pip_conf}' > /etc/pip.conf", *steps.get("prepend_base", [])]
     steps["append_final"] = [*steps.get("append_final", []), "RUN rm -f /etc/pip.conf"]
+    # the intermediate stages' images are labelled, so that the next build can remove the old ones
+    for stage in ("galaxy", "builder"):
+        steps[f"prepend_{stage}"] = [f"LABEL {STAGE_LABEL}={stage}", *steps.get(f"prepend_{stage}", [])]
     definition["options"]["tags"] = [tag]
     return definition
 
@@ -182,6 +187,8 @@ def main() -> int:
                 f"find-links = http://{address}:{port}/\\ntrusted-host = {address}\\n")  # fmt: skip
     definition = derived_definition(example, tag, pip_conf)
     (WORK / "execution-environment.yml").write_text(yaml.safe_dump(definition, sort_keys=False))
+    previous = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", tag], capture_output=True, text=True,
+                              check=False).stdout.strip()  # fmt: skip
     server = serve(WORK / "wheels", address, port)
     try:
         log(f"ansible-builder build on {args.base_image} -> {tag}")
@@ -198,6 +205,16 @@ def main() -> int:
         sys.stderr.write("".join((WORK / "build.log").read_text().splitlines(keepends=True)[-60:]))
         raise SystemExit(f"ansible-builder failed (exit {result.returncode}); full log: {WORK / 'build.log'}")
     image = run("docker", "image", "inspect", "-f", "{{.Id}} {{.Size}}", tag, capture_output=True).stdout.split()
+    # the image this build replaced under the tag, and the stage images no longer used (this build's,
+    # named in its log, are kept: they are the cache of the next one)
+    used = set(re.findall(r"---> ([0-9a-f]{12})", (WORK / "build.log").read_text()))
+    stages = run("docker", "images", "-q", "--filter", "dangling=true", "--filter", f"label={STAGE_LABEL}",
+                 capture_output=True).stdout.split()  # fmt: skip
+    stale = [stage for stage in stages if stage[:12] not in used]
+    if previous and previous != image[0]:
+        stale.append(previous)
+    for old in stale:
+        subprocess.run(["docker", "image", "rm", old], capture_output=True, check=False)
     log(f"built {tag} {image[0][:19]} in {time.monotonic() - started:.0f} s: {int(image[1]) / 1e6:.0f} MB")
     return 0
 
