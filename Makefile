@@ -18,7 +18,7 @@ export PY_COLORS ?= 0
 MOLECULE_SCENARIOS ?= $(sort $(notdir $(wildcard molecule/*)))
 
 .PHONY: help quickstart test setup venv prereqs engine images app-images collection-link sandbox-destroy bench bench-peer bench-cp \
-        sanity lint units pylint-src pytest plugin-units windows-tests molecule clean
+        ee sanity lint galaxy-importer units pylint-src pytest plugin-units windows-tests molecule clean
 
 help:
 	@echo "make quickstart  - set up this machine and deploy the local sandbox"
@@ -29,7 +29,7 @@ help:
 	@echo "make bench-peer  - compare the agent with Prometheus blackbox_exporter (PROFILE=file adds a py-spy profile)"
 	@echo "make bench-cp    - print the control plane load figures (1,000 and 5,000 sessions)"
 
-setup: prereqs venv engine images app-images collection-link
+setup: prereqs venv engine images app-images ee collection-link
 
 prereqs:
 	@tests/setup/host-prereqs.sh
@@ -51,6 +51,13 @@ images: engine
 # vantage/checkpoint and vantage/control-plane on the local Debian base; reused when unchanged.
 app-images: images venv
 	@VANTAGE_BASE_IMAGE=vantage-test/debian12:bookworm images/build.sh
+
+# The execution environment vantage/ee:<version> from execution-environment.yml (ansible-builder), on
+# the local Debian base unless EE_BASE_IMAGE names another (docs/awx.md); the AWX-style runs of the
+# playbooks in it are tests/integration/test_execution_environment.py.
+EE_BASE_IMAGE ?= vantage-test/debian12:bookworm
+ee: images venv
+	@$(VENV)/bin/python images/ee/build.py --base-image $(EE_BASE_IMAGE)
 
 # Playbooks and Molecule find the collection as vantage.checkpoint through this link.
 collection-link:
@@ -75,13 +82,19 @@ lint: venv collection-link
 	@echo "== ansible-lint (production profile)"
 	@ansible-lint --offline -q
 
+# The built artifact as Galaxy imports it: ansible-doc of every plugin and role, ansible-lint,
+# the changelog; any warning fails (tests/setup/galaxy-importer.cfg, docs/testing.md).
+galaxy-importer: venv
+	@echo "== galaxy-importer (the built collection artifact)"
+	@tests/setup/galaxy-importer.sh
+
 units: pylint-src pytest plugin-units windows-tests
 
 # The reference agent / control plane package: ruff and strict mypy (ansible-test covers the
 # collection's own content; see docs/testing.md).
 pylint-src: venv
 	@echo "== ruff + mypy (src/vantage)"
-	@$(VENV)/bin/ruff check $(wildcard src tests/conftest.py tests/support tests/unit/vantage tests/integration tests/windows benchmarks)
+	@$(VENV)/bin/ruff check $(wildcard src tests/conftest.py tests/support tests/unit/vantage tests/integration tests/windows benchmarks images/ee)
 	@$(VENV)/bin/mypy
 	@shellcheck images/build.sh images/build-windows-context.sh .ci/run
 
@@ -120,7 +133,7 @@ test: export VANTAGE_NO_SKIP := 1
 test:
 	@start=$$(date +%s); \
 	status=0; \
-	{ $(MAKE) --no-print-directory setup && $(MAKE) --no-print-directory sanity lint units molecule; } || status=$$?; \
+	{ $(MAKE) --no-print-directory setup && $(MAKE) --no-print-directory sanity lint galaxy-importer units molecule; } || status=$$?; \
 	echo "== make test wall time: $$(( $$(date +%s) - start )) s (exit $$status)"; \
 	exit $$status
 
