@@ -96,8 +96,12 @@ def first_difference(left: list[Any], right: list[Any]) -> str:
     for index, (a, b) in enumerate(zip(left, right, strict=False)):
         if a != b:
             x, y = json.dumps(a), json.dumps(b)
-            at = next(i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q) if x[: len(y)] != y[: len(x)] else min(len(x), len(y))
-            return f"call {index} ({a['module']}):\n  native: ...{x[max(0, at - 200) : at + 200]}...\n  string: ...{y[max(0, at - 200) : at + 200]}..."
+            if x[: len(y)] != y[: len(x)]:
+                at = next(i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q)
+            else:
+                at = min(len(x), len(y))
+            around = slice(max(0, at - 200), at + 200)
+            return f"call {index} ({a['module']}):\n  native: ...{x[around]}...\n  string: ...{y[around]}..."
     return f"{len(left)} calls with the native value, {len(right)} with the string"
 
 
