@@ -61,5 +61,6 @@ def test_a_later_fragment_goes_into_the_next_release(tmp_path: Path) -> None:
     after = releases(root)
     assert {k: v for k, v in after.items() if k != "99.0.0"} == before
     changes = after["99.0.0"]["changes"]
-    assert changes == {"minor_changes": ["health - a change made after the release."], "release_summary": "The next release."}
+    assert "health - a change made after the release." in changes["minor_changes"]
+    assert changes["release_summary"] == "The next release."
     assert "a change made after the release" in (root / "CHANGELOG.md").read_text()

@@ -86,7 +86,7 @@ def site(e2e: Any, pki: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
         e2e.wait_until(reported, 30, "agent office/a to connect and report its host")
         read_token = cp.api("POST", "/api/v1/tokens", {"name": "inventory", "scopes": ["read"]})["token"]
-        yield Site(cp, read_token, pki.ca_pem, workdir, collections)
+        yield Site(cp, read_token, pki.ca, workdir, collections)
     finally:
         for agent in agents:
             agent.stop()
