@@ -87,7 +87,7 @@ RESERVED_ENV = (
 
 NANOSECONDS = 1000000000
 #: the timings of the O(healthcheck) option when not given: the image's own HEALTHCHECK timings
-HEALTHCHECK_DEFAULTS = dict(interval=15, timeout=10, retries=3, start_period=30)
+HEALTHCHECK_DEFAULTS = dict(interval=DEFAULTS["healthcheck_interval"], timeout=10, retries=3, start_period=30)
 RESTART_POLICIES = ["no", "on-failure", "always", "unless-stopped"]
 #: the settings an engine whose kernel does not enforce a limit drops (see :func:`mask_unenforced`)
 UNENFORCEABLE = {"memory": ("memory", "memory_swap"), "swap": ("memory_swap",), "pids": ("pids_limit",)}

@@ -227,7 +227,7 @@ options:
       interval:
         description: Seconds between checks.
         type: int
-        default: 15
+        default: 5
       timeout:
         description: Seconds one check may take.
         type: int

@@ -212,10 +212,7 @@ def _module_options(module: str) -> dict[str, dict[str, Any]]:
         ("cpus", "cpus"),
         ("pids_limit", "pids_limit"),
         ("health_timeout", "health_timeout"),
-        pytest.param(
-            "healthcheck.interval", "healthcheck_interval",
-            marks=pytest.mark.xfail(strict=True, reason="checkpoint_container documents 15 s, the contract says 5 s"),
-        ),
+        ("healthcheck.interval", "healthcheck_interval"),
     ],
 )
 def test_checkpoint_container_documents_the_contracts_defaults(option: str, key: str) -> None:
