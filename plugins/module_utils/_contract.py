@@ -4,14 +4,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The collection's copy of the rules every part of Vantage agrees on.
+"""The rules every part of Vantage agrees on, stated once: this file.
 
-Modules run on managed hosts that do not have the ``vantage`` package, so the rules the agent and
-the control plane apply (``vantage.contract``) are stated here once more for the collection:
-names, the control-plane URL policy, the files a checkpoint keeps on its host and the container
-defaults. Modules, action, filter and test plugins read them from here and nowhere else; a unit
-test of the package proves that both copies accept and refuse the same inputs (see
-docs/architecture.md, "Where each rule lives").
+Names, the control-plane URL policy, the files a checkpoint keeps on its host and the container
+defaults. Modules, action, filter and test plugins read them from here; the ``vantage`` package
+(agent, control plane, checks, update engine) carries this very file as
+``vantage._collection._contract`` and reads it through its typed face ``vantage.contract``. It
+imports neither Ansible nor ``vantage``, so that both can carry it (see docs/architecture.md,
+"Where each rule lives").
 
 Every check is a full match: a value with a trailing newline is not a name.
 """

@@ -1,147 +1,66 @@
 """The rules every part of Vantage agrees on, stated once.
 
 Names, the control-plane URL policy, the files a checkpoint keeps on its host and the container
-defaults are read from here by the agent, the control plane and the update engine. The Ansible
-collection runs on managed hosts that do not have this package, so it keeps one small copy in
-``plugins/module_utils/_contract.py``; ``tests/unit/vantage/test_contract.py`` proves that both
-accept and refuse exactly the same inputs and produce the same layout (see
+defaults. They are written in exactly one file, the collection's
+``plugins/module_utils/_contract.py``, because the collection's modules run on managed hosts that
+do not have this package; the package carries that very file as :mod:`vantage._collection._contract`
+(a link in the source tree, the file itself in a wheel) and this module is its typed face for the
+agent, the control plane, the checks and the update engine. ``tests/unit/vantage/test_contract.py``
+runs every layer that applies a rule over one table of accepted and refused inputs (see
 ``docs/architecture.md``, "Where each rule lives").
 
-Every check uses a full match: a value with a trailing newline is not a name.
+Every check is a full match: a value with a trailing newline is not a name.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import ntpath
-import posixpath
-import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
-# ----------------------------------------------------------------------------- value rules
+from vantage._collection import _contract as _source
 
 #: rule name -> (regular expression matched in full, what it means in an error message)
-RULES: dict[str, tuple[str, str]] = {
-    "name": (
-        r"[a-z0-9][a-z0-9-]{0,62}",
-        "1 to 63 characters a-z, 0-9 and '-', starting with a letter or digit",
-    ),
-    "credential_name": (
-        r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
-        "1 to 64 characters A-Z, a-z, 0-9, '_', '.' and '-', starting with a letter or digit",
-    ),
-    "channel": (
-        r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
-        "1 to 64 characters A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
-    ),
-    "version": (r"[0-9]{1,9}(\.[0-9]{1,9}){0,7}", "dotted numbers such as 1.4.2"),
-    "digest": (r"sha256:[0-9a-f]{64}", "sha256:<64 lower-case hex digits>"),
-    "key_id": (r"[0-9a-f]{16}", "16 lower-case hex digits"),
-    "pinned_image": (
-        r"([a-z0-9][a-z0-9._/:-]*@)?sha256:[0-9a-f]{64}",
-        "an image pinned by digest, repository@sha256:<64 hex> or sha256:<64 hex>",
-    ),
-}
-_COMPILED = {rule: re.compile(pattern) for rule, (pattern, _) in RULES.items()}
+RULES: dict[str, tuple[str, str]] = _source.RULES
+#: the control-plane URL policy in one sentence, said the same way everywhere
+URL_RULE: str = _source.URL_RULE
+#: where the checkpoint role keeps configuration and state, per host platform
+DEFAULT_DIRS: dict[str, dict[str, str]] = _source.DEFAULT_DIRS
+#: files in <config_dir>/<checkpoint>/ and <state_dir>/<checkpoint>/
+CONFIG_FILES: dict[str, str] = _source.CONFIG_FILES
+STATE_FILES: dict[str, str] = _source.STATE_FILES
+#: the instance identity key, in <config_dir>/<checkpoint>/<instance>/
+IDENTITY_KEY_FILE: str = _source.IDENTITY_KEY_FILE
+#: what every checkpoint instance gets unless the operator says otherwise
+CONTAINER_DEFAULTS: dict[str, Any] = _source.CONTAINER_DEFAULTS
+NETWORK_PREFIX: str = _source.NETWORK_PREFIX
+BRIDGE_PREFIX: str = _source.BRIDGE_PREFIX
 
-
-class ContractError(ValueError):
-    """A value that breaks one of the rules; the message names the setting and the rule."""
+ContractError = _source.ContractError
+"""A value that breaks one of the rules (a :class:`ValueError`); the message names the setting and the rule."""
 
 
 def is_valid(rule: str, value: Any) -> bool:
     """Whether ``value`` is a string that matches ``rule`` in full."""
-    return isinstance(value, str) and _COMPILED[rule].fullmatch(value) is not None
+    return bool(_source.is_valid(rule, value))
 
 
 def check(rule: str, value: Any, what: str) -> str:
     """``value`` when it follows ``rule``; :class:`ContractError` naming ``what`` otherwise."""
-    if not is_valid(rule, value):
-        raise ContractError(f"{what} must be {RULES[rule][1]}, got {value!r}")
-    return str(value)
-
-
-# ----------------------------------------------------------------------------- control-plane URL
-
-URL_RULE = (
-    "an https:// URL without credentials, query or fragment "
-    "(http:// only to a loopback address: 127.0.0.0/8, ::1 or localhost)"
-)
-#: the user info of a URL (up to its last "@" before the path), masked in error messages
-_USER_INFO = re.compile(r"//[^/?#]*@")
+    return str(_source.check(rule, value, what))
 
 
 def is_loopback_host(host: str) -> bool:
     """Whether ``host`` (a name or an address, without brackets) is this machine's loopback."""
-    host = host.lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return bool(_source.is_loopback_host(host))
 
 
 def control_plane_url(value: Any, what: str = "control_plane_url") -> str:
     """The control-plane base URL without trailing slashes, or :class:`ContractError`.
 
-    One policy everywhere: ``https://``; plain ``http://`` only to a loopback address (a local
-    test or a TLS-terminating proxy on the same host); no user info, query or fragment.
+    One policy everywhere: ``https://``; plain ``http://`` only to a loopback address; no user
+    info, query or fragment.
     """
-    text = value.strip() if isinstance(value, str) else ""
-    try:
-        parts = urlsplit(text)
-        port_ok = parts.port is None or 0 < parts.port < 65536
-    except ValueError:
-        port_ok = False
-        parts = urlsplit("")
-    host = parts.hostname or ""
-    good = (
-        port_ok
-        and bool(host)
-        and parts.scheme in ("https", "http")
-        and parts.username is None
-        and parts.password is None
-        and not parts.query
-        and not parts.fragment
-        and not any(c.isspace() for c in text)
-        and (parts.scheme == "https" or is_loopback_host(host))
-    )
-    if not good:
-        raise ContractError(f"{what} must be {URL_RULE}, got {_without_user_info(value)!r}")
-    return text.rstrip("/")
-
-
-def _without_user_info(value: Any) -> Any:
-    """``value`` with the user info of a URL masked, so that a refused URL never shows a password."""
-    return _USER_INFO.sub("//***@", value) if isinstance(value, str) else value
-
-
-# ----------------------------------------------------------------------------- host layout
-
-#: where the checkpoint role keeps configuration and state, per host platform
-DEFAULT_DIRS = {
-    "linux": {"config_dir": "/etc/vantage/checkpoints", "state_dir": "/var/lib/vantage/checkpoints"},
-    "windows": {
-        "config_dir": "C:\\ProgramData\\Vantage\\checkpoints",
-        "state_dir": "C:\\ProgramData\\Vantage\\state",
-    },
-}
-#: files in <config_dir>/<checkpoint>/
-CONFIG_FILES = {
-    "ca": "ca.pem",
-    "trusted_keys": "trusted-keys.json",
-    "credentials": "credentials.json",
-    "update_config": "update.conf",
-    "update_token": "update-token",
-}
-#: files in <state_dir>/<checkpoint>/
-STATE_FILES = {"release": "release.json", "update_status": "update-status.json"}
-#: the instance identity key, in <config_dir>/<checkpoint>/<instance>/
-IDENTITY_KEY_FILE = "identity.pem"
+    return str(_source.control_plane_url(value, what))
 
 
 def host_layout(
@@ -153,51 +72,22 @@ def host_layout(
     state_dir: str | None = None,
 ) -> dict[str, Any]:
     """Every path the roles, modules and the update engine use for one checkpoint on a host."""
-    if platform not in DEFAULT_DIRS:
-        raise ContractError(f"platform must be one of {', '.join(sorted(DEFAULT_DIRS))}, got {platform!r}")
-    check("name", checkpoint, "checkpoint")
-    join = ntpath.join if platform == "windows" else posixpath.join
-    base_config = join(config_dir or DEFAULT_DIRS[platform]["config_dir"], checkpoint)
-    base_state = join(state_dir or DEFAULT_DIRS[platform]["state_dir"], checkpoint)
-    layout: dict[str, Any] = {"config_dir": base_config, "state_dir": base_state}
-    layout.update({key: join(base_config, name) for key, name in CONFIG_FILES.items()})
-    layout.update({key: join(base_state, name) for key, name in STATE_FILES.items()})
-    layout["instances"] = {
-        check("name", instance, "instance"): {
-            "config_dir": join(base_config, instance),
-            "identity_key": join(base_config, instance, IDENTITY_KEY_FILE),
-            "state_dir": join(base_state, instance),
-        }
-        for instance in instances
-    }
+    layout: dict[str, Any] = _source.host_layout(
+        checkpoint, instances, platform=platform, config_dir=config_dir, state_dir=state_dir
+    )
     return layout
-
-
-# ----------------------------------------------------------------------------- containers
-
-#: what every checkpoint instance gets unless the operator says otherwise
-CONTAINER_DEFAULTS: dict[str, Any] = {
-    "user": "10001:10001",
-    "memory": "256m",
-    "cpus": 1.0,
-    "pids_limit": 256,
-    "health_timeout": 120,
-    "healthcheck_interval": 5,
-}
-NETWORK_PREFIX = "vantage-"
-BRIDGE_PREFIX = "vtg-"
 
 
 def container_name(checkpoint: str, instance: str) -> str:
     """The container of one instance: ``vantage-<checkpoint>-<instance>``."""
-    return f"{NETWORK_PREFIX}{checkpoint}-{instance}"
+    return str(_source.container_name(checkpoint, instance))
 
 
 def default_network(checkpoint: str) -> str:
     """The dedicated Docker network of a checkpoint: ``vantage-<checkpoint>``."""
-    return f"{NETWORK_PREFIX}{checkpoint}"
+    return str(_source.default_network(checkpoint))
 
 
 def bridge_name(network: str) -> str:
     """The host interface of ``network``'s bridge: known before the network exists, <= 15 chars."""
-    return BRIDGE_PREFIX + hashlib.sha256(network.encode("utf-8")).hexdigest()[:11]
+    return str(_source.bridge_name(network))

@@ -1,9 +1,11 @@
-"""One contract, two copies: ``vantage.contract`` and the collection's ``_contract`` agree.
+"""One contract, applied the same way by every layer.
 
-The collection cannot import the ``vantage`` package on managed hosts, so it keeps its own copy of
-the rules. These tests run both copies (and the places that apply them in the agent, the control
-plane and the checks) over one table of valid and invalid inputs, so that the copies can never
-drift apart silently.
+The rules are written once, in the collection's ``plugins/module_utils/_contract.py``: modules load
+it on managed hosts as it stands (loaded here from its file, without Ansible or ``vantage``), and
+the package reads the same file through ``vantage.contract``. These tests run the file, the
+package's face and every place that applies a rule (agent settings, the control plane's API
+schemas, the signed hello, check specs, the credentials file) over one table of valid and invalid
+inputs.
 """
 
 from __future__ import annotations
@@ -115,9 +117,10 @@ def _cases(table: dict[str, Any]) -> list[tuple[Any, bool]]:
 
 
 @pytest.mark.parametrize("rule", sorted(RULE_TABLE))
-def test_every_rule_is_tabled_and_both_copies_state_it_identically(rule: str) -> None:
+def test_every_rule_is_tabled_and_the_package_reads_the_collections_file(rule: str) -> None:
     assert set(RULE_TABLE) == set(contract.RULES)
     assert collection.RULES[rule] == contract.RULES[rule]
+    assert Path(contract._source.__file__).resolve() == ROOT / "plugins" / "module_utils" / "_contract.py"
 
 
 @pytest.mark.parametrize(
