@@ -404,7 +404,7 @@ def test_role_names_bad_settings_before_asking_anything(site: Site, ansible: Ans
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "Invalid health settings for localhost" in output
-    assert "health_checkpoint_name (default: checkpoint_name) must match" in output
+    assert "health_checkpoint_name (default: checkpoint_name) must be 1 to 63 characters" in output
     assert "health_api_token (default: checkpoint_api_token) is empty" in output
     assert "health_report_path must be an absolute path or empty (got 'rel.json')" in output
     assert not report_path.exists()
