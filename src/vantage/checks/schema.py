@@ -90,6 +90,8 @@ class Field:
         self.default = default
         self.required = required
         self.message = message
+        #: a mutable default is copied for each spec, never shared between them
+        self._copy_default = isinstance(default, dict | list | set)
 
     def described(self, description: str) -> Self:
         """This field with another description (the same rules, told for another use)."""
@@ -102,7 +104,7 @@ class Field:
         if value is None:
             if self.required:
                 raise CheckSpecError(name, "is required")
-            return copy.deepcopy(self.default)  # never share a mutable default between specs
+            return copy.deepcopy(self.default) if self._copy_default else self.default
         return self.parse(value, name, ctx)
 
     def parse(self, value: Any, name: str, ctx: Mapping[str, Any]) -> Any:
@@ -353,7 +355,7 @@ class Obj(Field):
             if key not in self.fields:
                 raise CheckSpecError(join(name, key), self.unknown(key))
         out: dict[str, Any] = {}
-        scope = ChainMap(out, ctx)  # type: ignore[arg-type]
+        scope: Mapping[str, Any] = ChainMap(out, ctx) if ctx else out  # type: ignore[arg-type]
         for key, spec_field in self.fields.items():
             out[key] = spec_field.validate(value.get(key), join(name, key), scope)
         for rule in self.rules:
