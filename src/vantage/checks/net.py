@@ -28,7 +28,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from vantage.checks.fields import format_host_port
+from vantage.checks.fields import PARSED_TARGETS, format_host_port
 from vantage.checks.netpolicy import BlockedAddressError, CheckOptions, IPAddress, vet_addresses
 from vantage.checks.result import CheckFailure, Probe
 
@@ -207,18 +207,21 @@ class Connection(asyncio.Protocol):
         self.transport = self.raw_transport = None
 
 
-def _literal(host: str) -> IPAddress | None:
+@functools.lru_cache(maxsize=PARSED_TARGETS)
+def _literal(host: str) -> tuple[IPAddress, str] | None:
+    """``host`` as an address and its canonical text when it is an IP literal (parsed once per host)."""
     try:
-        return ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
         return None
+    return address, str(address)
 
 
-async def resolve(host: str, port: int, probe: Probe) -> list[IPAddress]:
-    """Resolve ``host`` once (no resolution at all for an IP literal); record ``resolved_ips``."""
+async def _resolve(host: str, port: int, probe: Probe) -> tuple[list[IPAddress], list[str]]:
+    """:func:`resolve`, with each address's text too."""
     literal = _literal(host)
     if literal is not None:
-        addresses = [literal]
+        addresses, texts = [literal[0]], [literal[1]]
     else:
         loop = asyncio.get_running_loop()
         with probe.phase("dns resolution", "dns_ms"):
@@ -235,8 +238,14 @@ async def resolve(host: str, port: int, probe: Probe) -> list[IPAddress]:
                 addresses.append(addr)
         if not addresses:
             raise CheckFailure(f"DNS resolution failed for {host}: no IPv4 or IPv6 address")
-    probe.details["resolved_ips"] = [str(a) for a in addresses]
-    return addresses
+        texts = [str(a) for a in addresses]
+    probe.details["resolved_ips"] = texts
+    return addresses, texts
+
+
+async def resolve(host: str, port: int, probe: Probe) -> list[IPAddress]:
+    """Resolve ``host`` once (no resolution at all for an IP literal); record ``resolved_ips``."""
+    return (await _resolve(host, port, probe))[0]
 
 
 def _connect_error(exc: OSError, where: str) -> str:
@@ -256,15 +265,14 @@ async def _connect_first(
     Records ``connect_ms`` and ``details.peer_ip``; raises :class:`CheckFailure` for DNS failures,
     blocked addresses and when no address could be connected to (each one's error listed).
     """
-    addresses = await resolve(host, port, probe)
+    addresses, texts = await _resolve(host, port, probe)
     try:
         vet_addresses(addresses, options)
     except BlockedAddressError as exc:
         raise CheckFailure(str(exc)) from None
     errors: list[str] = []
-    for address in addresses:
+    for address, peer in zip(addresses, texts, strict=True):
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        peer = str(address)
         with probe.phase("connect", "connect_ms"):
             try:
                 connected = await connect(peer, family)

@@ -91,7 +91,7 @@ class Field:
         self.required = required
         self.message = message
         #: a mutable default is copied for each spec, never shared between them
-        self._copy_default = isinstance(default, dict | list | set)
+        self._mutable_default = isinstance(default, dict | list | set)
 
     def described(self, description: str) -> Self:
         """This field with another description (the same rules, told for another use)."""
@@ -104,7 +104,9 @@ class Field:
         if value is None:
             if self.required:
                 raise CheckSpecError(name, "is required")
-            return copy.deepcopy(self.default) if self._copy_default else self.default
+            if self._mutable_default:  # never share a mutable default between specs
+                return copy.deepcopy(self.default) if self.default else type(self.default)()
+            return self.default
         return self.parse(value, name, ctx)
 
     def parse(self, value: Any, name: str, ctx: Mapping[str, Any]) -> Any:
