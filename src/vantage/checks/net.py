@@ -20,7 +20,6 @@ socket itself (the event loop would still have the descriptor registered).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import ipaddress
 import socket
@@ -386,6 +385,8 @@ def tls_context(verify: bool, ca_bundle: str | None, alpn: tuple[str, ...] = ())
 
 def cert_info(ssl_object: ssl.SSLObject | None) -> dict[str, Any]:
     """Subject, issuer, validity, SANs and fingerprint of the peer's leaf certificate."""
+    import datetime as dt  # imported here, like the parser: only checks that make a TLS handshake need it
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 

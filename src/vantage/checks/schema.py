@@ -20,7 +20,6 @@ Conventions every spec follows: an optional field that is absent or ``null`` tak
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import re
 from collections import ChainMap
@@ -324,6 +323,8 @@ class AtLeastOne(Rule):
 
 def did_you_mean(key: str, known: Iterable[str]) -> str:
     """``; did you mean 'x'?`` for the closest known name, or nothing."""
+    import difflib  # only a misspelt spec needs it
+
     hint = difflib.get_close_matches(key, sorted(known), n=1)
     return f"; did you mean {hint[0]!r}?" if hint else ""
 

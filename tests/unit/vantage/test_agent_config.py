@@ -197,6 +197,40 @@ def test_cli_exits_2_naming_the_variable(
     assert "VANTAGE_MAX_CONCURRENCY" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "parsed"),
+    [
+        (["run"], ("run", None, None)),
+        (["check-config", "--config", "/etc/a.json"], ("check-config", "/etc/a.json", None)),
+        (["healthcheck", "--max-age=40", "--config=/c.json"], ("healthcheck", "/c.json", 40.0)),
+    ],
+)
+def test_cli_arguments(argv: list[str], parsed: tuple[str, str | None, float | None]) -> None:
+    assert cli.parse_args(argv) == parsed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "expected one of run, check-config, healthcheck"),
+        (["start"], "expected one of run, check-config, healthcheck, got 'start'"),
+        (["run", "--max-age", "5"], "unknown option '--max-age' for run"),
+        (["run", "--verbose"], "unknown option '--verbose' for run"),
+        (["run", "--config"], "--config needs a value"),
+        (["healthcheck", "--max-age", "soon"], "--max-age must be a number of seconds, got 'soon'"),
+    ],
+)
+def test_cli_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vantage agent: {message}\n") and "usage: vantage agent" in err
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    assert capsys.readouterr().out == cli.USAGE
+
+
 def test_cli_check_config(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -57,6 +57,17 @@ def test_importing_loads_no_check_type(imports: list[str]) -> None:
     assert not set(loaded(imports)) & set(TYPES + HELPERS)
 
 
+def test_the_agent_leaves_out_what_only_rare_paths_need() -> None:
+    """Each would stay in the running agent's memory for nothing.
+
+    argparse (the agent's few options are parsed by hand), difflib (hints for typos), datetime
+    (certificate dates, imported by the TLS code that reads them).
+    """
+    spec = "from vantage.checks import validate_spec\nvalidate_spec({'type': 'http', 'target': 'http://h/'})"
+    code = spec + "\nimport sys\nassert not {'argparse', 'difflib', 'datetime'} & set(sys.modules), sys.modules.keys()"
+    loaded(AGENT, code)
+
+
 def test_validating_a_spec_loads_its_type_only() -> None:
     after = loaded(AGENT, "from vantage.checks import validate_spec\nvalidate_spec({'type': 'http', 'target': 'http://h/'})")
     assert set(after) & set(TYPES + HELPERS) == {"vantage.checks.http", "vantage.checks.httpclient"}
