@@ -27,6 +27,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from vantage._tls import trust_system_cas
 from vantage.checks.fields import PARSED_TARGETS, format_host_port
 from vantage.checks.netpolicy import BlockedAddressError, CheckOptions, IPAddress, vet_addresses
 from vantage.checks.result import CheckFailure, Probe
@@ -368,14 +369,17 @@ async def secure(
 def tls_context(verify: bool, ca_bundle: str | None, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
     """A client SSL context, built once per (verify, ca_bundle, ALPN) and shared.
 
-    With ``verify`` the system trust store is used, plus ``ca_bundle`` when given (an internal CA
-    adds to the public roots rather than replacing them). Without it, neither chain nor host name
-    is checked, but the peer certificate is still read and reported.
+    With ``verify`` the system trust store is used (:func:`vantage._tls.trust_system_cas`: each
+    CA parsed when a handshake needs it), plus ``ca_bundle`` when given (an internal CA adds to
+    the public roots rather than replacing them). Without it, neither chain nor host name is
+    checked and no CA is loaded, but the peer certificate is still read and reported.
     """
-    ctx = ssl.create_default_context()
-    if ca_bundle:
-        ctx.load_verify_locations(cafile=ca_bundle)
-    if not verify:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    if verify:
+        trust_system_cas(ctx)
+        if ca_bundle:
+            ctx.load_verify_locations(cafile=ca_bundle)
+    else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if alpn:

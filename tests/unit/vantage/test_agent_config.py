@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -249,62 +248,3 @@ def test_every_setting_is_documented() -> None:
     doc = (Path(__file__).parents[3] / "docs" / "agent.md").read_text()
     for setting in SETTINGS:
         assert f"| `{setting.env}` | `{setting.field}` |" in doc, setting.env
-
-
-@pytest.fixture
-def hashed_ca(tmp_path: Path) -> tuple[Any, Path]:
-    """A trustme CA stored only under its OpenSSL hashed name in a directory of its own."""
-    import subprocess
-
-    import trustme
-
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    subject_hash = subprocess.run(
-        ["openssl", "x509", "-hash", "-noout", "-in", str(tmp_path / "ca.pem")],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    certs = tmp_path / "certs"
-    certs.mkdir()
-    ca.cert_pem.write_to_path(str(certs / f"{subject_hash}.0"))
-    return ca, certs
-
-
-async def test_system_cas_are_found_in_the_hashed_directory_without_loading_them_all(
-    hashed_ca: tuple[Any, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A CA reachable only through SSL_CERT_DIR's hashed names verifies a real TLS server."""
-    import asyncio
-    import ssl
-
-    import trustme
-
-    from vantage.agent.transport import tls_context
-
-    ca, certs = hashed_ca
-    monkeypatch.setenv("SSL_CERT_DIR", str(certs))
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"hello")
-        await writer.drain()
-        writer.close()
-
-    async def serve(issuer: Any) -> asyncio.Server:
-        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        issuer.issue_cert("127.0.0.1").configure_cert(server_context)
-        return await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context)
-
-    known, stranger = await serve(ca), await serve(trustme.CA())
-    try:
-        context = tls_context(None)
-        assert context.cert_store_stats()["x509_ca"] == 0  # nothing parsed up front
-        reader, writer = await asyncio.open_connection("127.0.0.1", known.sockets[0].getsockname()[1], ssl=context)
-        assert await reader.read() == b"hello"
-        writer.close()
-        with pytest.raises(ssl.SSLCertVerificationError):  # a CA found nowhere is refused
-            await asyncio.open_connection("127.0.0.1", stranger.sockets[0].getsockname()[1], ssl=context)
-    finally:
-        for server in (known, stranger):
-            server.close()
-            await server.wait_closed()
