@@ -182,6 +182,7 @@ class Connection(asyncio.Protocol):
         if self.transport is None:
             raise ConnectionResetError("Connection lost")
         self._buffer.clear()
+        self._reading_paused = False  # start_tls pauses the raw transport and resumes it itself
         transport = await self._loop.start_tls(
             self.transport, self, context, server_hostname=server_hostname
         )
