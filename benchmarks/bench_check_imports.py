@@ -2,11 +2,13 @@
 
     .venv/bin/python benchmarks/bench_check_imports.py [--runs 5] [--json FILE]
 
-Each scenario runs in a fresh interpreter: it imports modules, validates one spec of each of the
-ten types that older revisions have too (what an idle agent has done once it accepted monitors: no
-check has run yet) and then reads its own ``VmRSS`` from ``/proc/self/status``. The figure is the smallest of ``--runs`` runs (the
-least disturbed by other processes). It also lists which heavy check libraries got loaded, which
-should be none: each is imported by its check type on the first run (see docs/checks.md).
+Each scenario runs in a fresh interpreter: it imports modules, validates specs (an agent that
+runs http checks only, or one spec of each of the ten types that older revisions have too: what
+an idle agent has done once it accepted monitors, no check has run yet) and then reads its own
+``VmRSS`` from ``/proc/self/status``. The figure is the smallest of ``--runs`` runs (the least
+disturbed by other processes). It also lists which heavy check libraries and how many check type
+modules got loaded: a type's module is imported when a spec of that type is first validated, a
+heavy library when its check first runs (see docs/checks.md).
 
 With ``PYTHONPATH=<another checkout>/src`` the same scenarios measure another revision (a
 ``git worktree`` of it, say).
@@ -33,31 +35,36 @@ for spec in [
     validate_spec(spec)
 """
 
+AGENT = "import vantage.agent.cli, vantage.agent.session, vantage.checks\n"
 SCENARIOS = {
     "import vantage.agent.cli": "import vantage.agent.cli\n",
     "import vantage.checks": "import vantage.checks\n",
-    "agent idle: agent.cli + session + checks, one spec of each type validated":
-        "import vantage.agent.cli, vantage.agent.session, vantage.checks\n" + VALIDATE,
+    "agent idle, http checks only: agent.cli + session + checks, an http spec validated":
+        AGENT + "from vantage.checks import validate_spec\nvalidate_spec({'type': 'http', 'target': 'http://h/'})\n",
+    "agent idle, every type: agent.cli + session + checks, one spec of each type validated": AGENT + VALIDATE,
     "import vantage.control_plane.app": "import vantage.control_plane.app\n",
 }
 
 REPORT = """
 import sys
+from vantage.checks.spec import TYPE_MODULES
 rss = next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]
-print(rss, ",".join(m for m in %r if m in sys.modules))
+types = sum(f"vantage.checks.{name}" in sys.modules for name in TYPE_MODULES)
+print(rss, types, ",".join(m for m in %r if m in sys.modules))
 """
 
 
-def measure(code: str, runs: int) -> tuple[float, list[str]]:
-    """The smallest RSS (MiB) of ``runs`` runs of ``code``, and the heavy modules it loaded."""
+def measure(code: str, runs: int) -> tuple[float, int, list[str]]:
+    """The smallest RSS (MiB) of ``runs`` runs of ``code``, the check types and the heavy modules it loaded."""
     best = float("inf")
-    heavy: list[str] = []
+    types, heavy = 0, []
     for _ in range(runs):
         out = subprocess.run([sys.executable, "-c", code + REPORT % (HEAVY,)], capture_output=True, text=True,
                              check=True, timeout=120).stdout.split()
         best = min(best, int(out[0]) / 1024)
-        heavy = out[1].split(",") if len(out) > 1 else []
-    return best, heavy
+        types = int(out[1])
+        heavy = out[2].split(",") if len(out) > 2 else []
+    return best, types, heavy
 
 
 def main() -> int:
@@ -67,9 +74,10 @@ def main() -> int:
     args = parser.parse_args()
     figures = {}
     for label, code in SCENARIOS.items():
-        rss, heavy = measure(code, args.runs)
-        figures[label] = {"rss_mib": round(rss, 1), "heavy_loaded": heavy}
-        print(f"{label}: RSS {rss:.1f} MiB; heavy check libraries loaded: {', '.join(heavy) or 'none'}")
+        rss, types, heavy = measure(code, args.runs)
+        figures[label] = {"rss_mib": round(rss, 1), "check_types_loaded": types, "heavy_loaded": heavy}
+        print(f"{label}: RSS {rss:.1f} MiB; check types loaded: {types}; "
+              f"heavy check libraries loaded: {', '.join(heavy) or 'none'}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -37,7 +37,8 @@ it shows how much of that latency is the agent's.
 
 ``--profile FILE`` adds one unmeasured agent run (the highest N) under ``py-spy`` and writes its
 collapsed stacks to FILE, then prints where the agent's CPU went (connection set-up, the
-rest of the HTTP check, signature verification, the journal, the websocket, JSON).
+rest of the HTTP check, spec validation, timeouts, signature verification, the journal, the
+websocket, JSON).
 
 Needs two CPUs, ``taskset``, ``nginx``, ``wrk`` and ``prometheus-blackbox-exporter`` (``make
 bench-peer`` installs Debian's ``nginx-light``, ``wrk`` and ``prometheus-blackbox-exporter`` when
@@ -500,13 +501,16 @@ PROFILE_BUCKETS = (
         ),
     ),
     ("signature verification (Ed25519)", ("vantage/protocol/envelope.py",)),
-    ("the rest of the HTTP check", ("vantage/checks/",)),
+    ("timeouts (asyncio.timeout: the check's own and the runner's bound)", ("asyncio/timeouts.py",)),
+    ("check spec validation", ("vantage/checks/schema.py", "vantage/checks/spec.py", "vantage/checks/fields.py")),
+    ("the rest of the HTTP check (request, response, result)", ("vantage/checks/",)),
     ("journal and group commit (fsync included)", ("vantage/agent/journal.py", "vantage/agent/commit.py",
                                                    "vantage/agent/outbox.py", "concurrent/futures/")),
     ("TLS to the control plane", ("_ssl__SSLSocket", "sslproto", "SSLObject", "SSLProtocol")),
     ("websocket framing", ("vantage/agent/wsclient.py",)),
     ("instruction payloads (JSON, fields, replay cache)", ("vantage/protocol/",)),
-    ("session and runner (tasks, JSON, data protection)", ("vantage/agent/",)),
+    ("result JSON (serialised once)", ("serialise (",)),
+    ("session and runner (tasks, data protection)", ("vantage/agent/",)),
 )  # fmt: skip
 #: Samples of a thread that waits (for work, for the GIL, for events) rather than runs.
 PROFILE_IDLE = (

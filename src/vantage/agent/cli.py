@@ -6,9 +6,7 @@ Exit codes: ``0`` success (``run``: stopped by SIGTERM/SIGINT; ``healthcheck``: 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import functools
 import logging
 import os
 import signal
@@ -19,50 +17,76 @@ from vantage.agent.config import AgentConfig, ConfigError, config_file_from, loa
 
 log = logging.getLogger("vantage.agent")
 
+# Written out rather than built with argparse, like the top-level ``vantage`` command: argparse
+# (with gettext and locale) would stay in the running agent's memory for three sub-commands.
+USAGE = """usage: vantage agent run|check-config|healthcheck [--config PATH] [--max-age S]
 
-def _parser() -> argparse.ArgumentParser:
-    # A fixed help width: argparse's default formatter imports shutil (and with it bz2 and lzma)
-    # only to ask the terminal's, which would stay in the running agent's memory.
-    formatter = functools.partial(argparse.HelpFormatter, width=100)
-    parser = argparse.ArgumentParser(
-        prog="vantage agent", description="The Vantage checkpoint agent.", formatter_class=formatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser(
-        "run", help="run the agent (configured by VANTAGE_* variables)", formatter_class=formatter
-    )
-    check = sub.add_parser("check-config", help="validate the configuration and exit", formatter_class=formatter)
-    health = sub.add_parser(
-        "healthcheck", help="exit 0 if the running agent is connected, else 1", formatter_class=formatter
-    )
-    for command in (run, check, health):
-        command.add_argument(
-            "--config", metavar="PATH", help="JSON configuration file (VANTAGE_* variables override it)"
-        )
-    health.add_argument(
-        "--max-age",
-        type=float,
-        metavar="S",
-        help="seconds since the last heartbeat still considered healthy "
-        "(default: 3 heartbeat intervals + 10)",
-    )
-    return parser
+The Vantage checkpoint agent.
+
+commands:
+  run           run the agent (configured by VANTAGE_* variables)
+  check-config  validate the configuration and exit
+  healthcheck   exit 0 if the running agent is connected, else 1
+
+options:
+  --config PATH  JSON configuration file (VANTAGE_* variables override it)
+  --max-age S    healthcheck only: seconds since the last heartbeat still considered healthy
+                 (default: 3 heartbeat intervals + 10)
+"""
+COMMANDS = ("run", "check-config", "healthcheck")
+
+
+class UsageError(Exception):
+    """The command line is not one of :data:`USAGE`."""
+
+
+def parse_args(argv: Sequence[str]) -> tuple[str, str | None, float | None]:
+    """``(command, --config, --max-age)``; :class:`UsageError` naming what is wrong."""
+    if not argv or argv[0] not in COMMANDS:
+        raise UsageError(f"expected one of {', '.join(COMMANDS)}" + (f", got {argv[0]!r}" if argv else ""))
+    command, config, max_age = argv[0], None, None
+    rest = list(argv[1:])
+    while rest:
+        option = rest.pop(0)
+        name, inline, value = option.partition("=")
+        if name not in ("--config", "--max-age") or (name == "--max-age" and command != "healthcheck"):
+            raise UsageError(f"unknown option {name!r} for {command}")
+        if not inline:
+            if not rest:
+                raise UsageError(f"{name} needs a value")
+            value = rest.pop(0)
+        if name == "--config":
+            config = value
+        else:
+            try:
+                max_age = float(value)
+            except ValueError:
+                raise UsageError(f"--max-age must be a number of seconds, got {value!r}") from None
+    return command, config, max_age
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vantage agent``; returns the exit code."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.command == "healthcheck":
-        return _healthcheck(args.config, args.max_age)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0
     try:
-        config, warnings = load_config(os.environ, config_file_from(os.environ, args.config))
+        command, config_path, max_age = parse_args(args)
+    except UsageError as exc:
+        sys.stderr.write(f"vantage agent: {exc}\n{USAGE}")
+        return 2
+    if command == "healthcheck":
+        return _healthcheck(config_path, max_age)
+    try:
+        config, warnings = load_config(os.environ, config_file_from(os.environ, config_path))
     except ConfigError as exc:
         sys.stderr.write(f"vantage agent: configuration error: {exc}\n")
         return 2
     _setup_logging(config.log_level)
     for warning in warnings:
         log.warning("configuration: %s", warning)
-    if args.command == "check-config":
+    if command == "check-config":
         from vantage.agent.session import Agent
 
         try:

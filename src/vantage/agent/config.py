@@ -9,7 +9,6 @@ produce warnings (they are usually typos) but do not stop the agent.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import os
@@ -303,6 +302,8 @@ def unknown_variable_warnings(env: Mapping[str, str]) -> list[str]:
     known = sorted(_BY_ENV)
     for name in sorted(env):
         if name.startswith(ENV_PREFIX) and name not in _BY_ENV and name not in _OTHER_KNOWN:
+            import difflib  # only a misspelt variable needs it
+
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             warnings.append(f"unknown variable {name} ignored{hint}")

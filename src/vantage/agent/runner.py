@@ -144,7 +144,9 @@ class CheckRunner:
             self._semaphore.release()
         result.update(id=check_id, check_id=check_id, monitor_id=monitor_id, attempt=attempt)
         if self.protection.active:  # with every switch off, apply() would only copy the result
-            result = self.protection.apply(result)
+            # Only the check's own type wrote its details: its declarations are the ones that apply.
+            kind = spec.get("type")
+            result = self.protection.apply(result, kind if kind in vantage.checks.CHECK_TYPES else None)
         return result, serialise(result)
 
     @property

@@ -3,41 +3,24 @@
 from __future__ import annotations
 
 import os
-import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.\d+")
+from vantage._tls import trust_system_cas
 
 
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """The system trust store plus ``ca_bundle`` (a private CA), certificate and hostname checks on.
+    """The system trust store (:func:`vantage._tls.trust_system_cas`) plus ``ca_bundle`` (a private CA).
 
-    The system's CAs are looked up in OpenSSL's hashed certificate directory where there is one
-    (``/etc/ssl/certs``, or ``SSL_CERT_DIR``): a handshake then parses only the certificates it
-    needs, where loading the whole bundle would hold every one of them in the agent's memory
-    (over 1 MB).  Without such a directory, or with ``SSL_CERT_FILE`` set, the defaults are
-    loaded as usual.
+    Certificate and hostname checks are on.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
-    paths = ssl.get_default_verify_paths()
-    if paths.capath and _hashed_directory(paths.capath) and not os.environ.get(paths.openssl_cafile_env):
-        context.load_verify_locations(capath=paths.capath)
-    else:
-        context.load_default_certs()
+    trust_system_cas(context)
     if ca_bundle is not None:
         context.load_verify_locations(cafile=str(ca_bundle))
     return context
-
-
-def _hashed_directory(path: str) -> bool:
-    """Whether ``path`` holds certificates under OpenSSL's hashed names (``<8 hex>.<n>``)."""
-    try:
-        return any(_HASHED_NAME.fullmatch(name) for name in os.listdir(path))
-    except OSError:
-        return False
 
 
 def proxy_for(url: str, env: Mapping[str, str] | None = None) -> str | None:

@@ -6,6 +6,7 @@ redirects, body limits) instead of declaring it again, so that each rule and mes
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -53,6 +54,12 @@ def idna(host: str, field: str) -> str:
         raise CheckSpecError(field, f"host name {host!r} is not a valid internationalised name") from None
 
 
+#: How many distinct targets the parsers below remember: a monitor's target is parsed when its spec
+#: is validated and again when it runs, every interval; the answer never changes.
+PARSED_TARGETS = 1024
+
+
+@functools.lru_cache(maxsize=PARSED_TARGETS)
 def parse_host_port(value: str, field: str = "target") -> tuple[str, int]:
     """Split ``host:port`` (IPv6 as ``[::1]:443``) and validate both parts."""
     if value.startswith("["):
@@ -81,6 +88,7 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@functools.lru_cache(maxsize=PARSED_TARGETS)
 def normalize_url(raw: str, field: str = "target") -> str:
     """Validate an http(s) URL and return it normalised (IDNA host, percent-encoded path, no fragment)."""
     if CTL_RE.search(raw):

@@ -14,6 +14,7 @@ and a hard bound on what is read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 import zlib
@@ -27,6 +28,7 @@ from vantage.checks.fields import (
     FOLLOW_REDIRECTS,
     MAX_BODY_BYTES,
     MAX_REDIRECTS,
+    PARSED_TARGETS,
     VERIFY_TLS,
     normalize_url,
 )
@@ -110,21 +112,39 @@ class Request:
         return replace(self, url=url, method=method, headers=headers, body=body)
 
 
-def _host_header(scheme: str, host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    default = 443 if scheme == "https" else 80
-    return shown if port == default else f"{shown}:{port}"
+@dataclass(frozen=True)
+class Origin:
+    """Where a normalised URL's request goes: scheme, host, port, request target, ``Host`` header."""
+
+    https: bool
+    host: str
+    port: int
+    target: str
+    host_header: str
+
+    @staticmethod
+    @functools.lru_cache(maxsize=PARSED_TARGETS)
+    def of(url: str) -> Origin:
+        """The origin of ``url`` (parsed once per URL: a monitor requests the same one every interval)."""
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        host = parts.hostname or ""
+        port = parts.port or (443 if https else 80)
+        shown = f"[{host}]" if ":" in host else host
+        return Origin(
+            https=https,
+            host=host,
+            port=port,
+            target=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+            host_header=shown if port == (443 if https else 80) else f"{shown}:{port}",
+        )
 
 
-def _build_request(request: Request, user_agent: str) -> bytes:
-    parts = urlsplit(request.url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    given = {k.lower() for k in request.headers}
-    lines = [f"{request.method} {target} HTTP/1.1"]
+def _build_request(request: Request, origin: Origin, user_agent: str) -> bytes:
+    given = {k.lower() for k in request.headers} if request.headers else frozenset()
+    lines = [f"{request.method} {origin.target} HTTP/1.1"]
     if "host" not in given:
-        lines.append(f"Host: {_host_header(parts.scheme, host, port)}")
+        lines.append(f"Host: {origin.host_header}")
     if "user-agent" not in given:
         lines.append(f"User-Agent: {user_agent}")
     if "accept" not in given:
@@ -145,11 +165,11 @@ def _parse_head(head: bytes) -> Response:
     if not match:
         raise CheckFailure("malformed HTTP response: no valid status line")
     major, minor, status, reason = match.groups()
-    headers: dict[str, str] = {}
     lower: dict[str, str] = {}
+    names: dict[str, str] = {}  # lower-case name -> the name as first sent
     last: str | None = None
-    for raw in head[match.end() :].split(b"\n"):
-        line = raw.rstrip(b"\r").decode("latin-1")
+    for line in head[match.end() :].decode("latin-1").split("\n"):
+        line = line.rstrip("\r")
         if not line:
             continue
         if line[0] in " \t" and last is not None:  # obsolete line folding
@@ -165,21 +185,20 @@ def _parse_head(head: bytes) -> Response:
             lower[key] += ", " + value
         else:
             lower[key] = value
-            headers[name] = ""
+            names[key] = name
         last = key
-    display = {name: lower[name.lower()] for name in headers}
     return Response(
         status=int(status),
         reason=(reason or b"").decode("latin-1"),
         version=f"{major.decode()}.{minor.decode()}",
-        headers=display,
+        headers={names[key]: value for key, value in lower.items()},
         lower=lower,
     )
 
 
 async def _read_head(conn: Connection, probe: Probe) -> bytes:
     try:
-        return await conn.reader.readuntil(b"\r\n\r\n")
+        return await conn.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:
         raise CheckFailure(f"response headers exceed {STREAM_LIMIT} bytes") from None
     except asyncio.IncompleteReadError:
@@ -189,8 +208,8 @@ async def _read_head(conn: Connection, probe: Probe) -> bytes:
 class _BodyReader:
     """Reads a message body by its framing, decodes chunking and gzip/deflate, up to a limit."""
 
-    def __init__(self, reader: asyncio.StreamReader, resp: Response, limit: int) -> None:
-        self.reader = reader
+    def __init__(self, conn: Connection, resp: Response, limit: int) -> None:
+        self.conn = conn
         self.limit = limit
         self.out = bytearray()
         encoding = (resp.header("content-encoding") or "").strip().lower()
@@ -221,7 +240,7 @@ class _BodyReader:
         remaining = length
         while not self.full and (remaining is None or remaining > 0):
             want = 65536 if remaining is None else min(remaining, 65536)
-            chunk = await self.reader.read(want)
+            chunk = await self.conn.read(want)
             if not chunk:
                 if remaining:
                     raise CheckFailure("connection closed before the end of the response body")
@@ -233,31 +252,31 @@ class _BodyReader:
             self.truncated = True
 
     async def read_chunked(self) -> None:
-        while not self.full:
-            line = await self.reader.readline()
-            if not line:
-                raise CheckFailure("connection closed inside a chunked response body")
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise CheckFailure("malformed chunked response body") from None
-            if size == 0:
-                return
-            while size > 0 and not self.full:
-                chunk = await self.reader.read(min(size, 65536))
-                if not chunk:
-                    raise CheckFailure("connection closed inside a chunked response body")
-                size -= len(chunk)
-                self._feed(chunk)
-            if size == 0:
-                await self.reader.readexactly(2)
+        try:
+            while not self.full:
+                line = await self.conn.readuntil(b"\n")
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise CheckFailure("malformed chunked response body") from None
+                if size == 0:
+                    return
+                while size > 0 and not self.full:
+                    chunk = await self.conn.read(min(size, 65536))
+                    if not chunk:
+                        raise asyncio.IncompleteReadError(b"", size)
+                    size -= len(chunk)
+                    self._feed(chunk)
+                if size == 0:
+                    await self.conn.readexactly(2)
+        except asyncio.IncompleteReadError:
+            raise CheckFailure("connection closed inside a chunked response body") from None
         self.truncated = True
 
 
 async def _read_body(conn: Connection, resp: Response, limit: int, probe: Probe) -> None:
     with probe.phase("reading the response body"):
-        reader = _BodyReader(conn.reader, resp, limit)
+        reader = _BodyReader(conn, resp, limit)
         try:
             if "chunked" in (resp.header("transfer-encoding") or "").lower():
                 await reader.read_chunked()
@@ -267,7 +286,7 @@ async def _read_body(conn: Connection, resp: Response, limit: int, probe: Probe)
                 await reader.read_length(length)
         except (asyncio.IncompleteReadError, ConnectionError):
             raise CheckFailure("connection closed before the end of the response body") from None
-        except ValueError:
+        except asyncio.LimitOverrunError:
             raise CheckFailure("malformed chunked response body") from None
         resp.body = bytes(reader.out)
         resp.truncated = reader.truncated
@@ -280,32 +299,29 @@ async def exchange(request: Request, spec: Mapping[str, Any], options: CheckOpti
 
     ``spec`` supplies ``verify_tls``, ``max_body_bytes`` and ``cert_expiry_warning_days``.
     """
-    parts = urlsplit(request.url)
-    host = parts.hostname or ""
-    https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
-    conn = await open_vetted(host, port, options, probe)
+    origin = Origin.of(request.url)
+    conn = await open_vetted(origin.host, origin.port, options, probe)
     try:
-        if https:
+        if origin.https:
             ctx = tls_context(bool(spec["verify_tls"]), options.ca_bundle, ("http/1.1",))
-            cert, session = await secure(conn, ctx, host, probe, int(spec["cert_expiry_warning_days"]))
+            cert, session = await secure(conn, ctx, origin.host, probe, int(spec["cert_expiry_warning_days"]))
             probe.details["tls"] = {**cert, **session}
         else:
             probe.details.pop("tls", None)
         sent = time.perf_counter()
         with probe.phase("sending the request"):
-            conn.writer.write(_build_request(request, options.user_agent))
-            await conn.writer.drain()
+            conn.write(_build_request(request, origin, options.user_agent))
+            await conn.drain()
         with probe.phase("waiting for the response"):
             try:
-                first = await conn.reader.read(1)
+                answered = await conn.wait_data()
             except ConnectionError:
                 raise CheckFailure(f"connection reset by {conn.peer_ip} before the response") from None
-            if not first:
+            if not answered:
                 raise CheckFailure(f"connection closed by {conn.peer_ip} without a response")
             probe.add_phase("first_byte_ms", (time.perf_counter() - sent) * 1000.0)
         with probe.phase("reading the response headers"):
-            resp = _parse_head(first + await _read_head(conn, probe))
+            resp = _parse_head(await _read_head(conn, probe))
             while 100 <= resp.status < 200 and resp.status != 101:  # interim responses
                 resp = _parse_head(await _read_head(conn, probe))
         no_body = request.method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200

@@ -134,10 +134,10 @@ class MailSession:
 
     async def readline(self) -> bytes:
         """One line from the server (with its line end)."""
-        return await self._read(self.conn.reader.readuntil(b"\n"))
+        return await self._read(self.conn.readuntil(b"\n"))
 
     async def readexactly(self, size: int) -> bytes:
-        return await self._read(self.conn.reader.readexactly(size))
+        return await self._read(self.conn.readexactly(size))
 
     async def _read(self, pending: Awaitable[bytes]) -> bytes:
         try:
@@ -151,8 +151,8 @@ class MailSession:
 
     async def send(self, data: bytes) -> None:
         try:
-            self.conn.writer.write(data)
-            await self.conn.writer.drain()
+            self.conn.write(data)
+            await self.conn.drain()
         except ConnectionError:
             raise CheckFailure(f"connection reset by the server during {self.probe.stage}") from None
 

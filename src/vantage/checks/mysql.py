@@ -58,16 +58,16 @@ def parse_greeting(payload: bytes) -> tuple[str, int]:
 
 
 async def _greeting_and_ssl_request(conn: Connection, want_tls: bool, probe: Probe) -> bool:
-    header = await conn.reader.readexactly(4)
-    payload = await conn.reader.readexactly(int.from_bytes(header[:3], "little"))
+    header = await conn.readexactly(4)
+    payload = await conn.readexactly(int.from_bytes(header[:3], "little"))
     version, caps = parse_greeting(payload)
     probe.details["server_version"] = version
     offered = bool(caps & CLIENT_SSL)
     if want_tls and offered:
         flags = CLIENT_LONG_PASSWORD | CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_SSL
         body = struct.pack("<IIB23x", flags, MAX_PACKET, CHARSET_UTF8MB4)
-        conn.writer.write(len(body).to_bytes(3, "little") + b"\x01" + body)
-        await conn.writer.drain()
+        conn.write(len(body).to_bytes(3, "little") + b"\x01" + body)
+        await conn.drain()
     return offered
 
 

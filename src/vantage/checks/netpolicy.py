@@ -35,6 +35,8 @@ DEFAULT_BLOCKED_NETWORKS: tuple[IPNetwork, ...] = (
 )
 
 ALLOW_HINT = "the checkpoint's allow_networks setting"
+#: Addresses whose verdict :class:`CheckOptions` remembers at most.
+MAX_VERDICTS = 4096
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
@@ -53,6 +55,11 @@ class CheckOptions:
     ca_bundle: str | None = None
     user_agent: str = f"vantage-checkpoint/{__version__}"
     credentials: CredentialStore = field(default_factory=CredentialStore.empty)
+    #: :func:`blocked_by`'s verdicts so far (the policy never changes; a monitor's address is
+    #: vetted on every run)
+    _verdicts: dict[IPAddress, IPNetwork | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
 
 class BlockedAddressError(Exception):
@@ -99,6 +106,18 @@ def _forms(address: IPAddress) -> list[IPAddress]:
 
 def blocked_by(address: IPAddress, options: CheckOptions) -> IPNetwork | None:
     """The blocked network ``address`` falls in, or ``None`` when it may be contacted."""
+    verdicts = options._verdicts
+    try:
+        return verdicts[address]
+    except KeyError:
+        pass
+    if len(verdicts) >= MAX_VERDICTS:
+        verdicts.clear()
+    verdicts[address] = network = _blocked_by(address, options)
+    return network
+
+
+def _blocked_by(address: IPAddress, options: CheckOptions) -> IPNetwork | None:
     for form in _forms(address):
         if any(form.version == net.version and form in net for net in options.allow_networks):
             return None

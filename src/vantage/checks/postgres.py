@@ -27,9 +27,9 @@ SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
 
 async def _ssl_request(conn: Connection, want_tls: bool) -> bool:
-    conn.writer.write(SSL_REQUEST)
-    await conn.writer.drain()
-    answer = await conn.reader.readexactly(1)
+    conn.write(SSL_REQUEST)
+    await conn.drain()
+    answer = await conn.readexactly(1)
     if answer not in (b"S", b"N"):
         raise CheckFailure("not a PostgreSQL server: unexpected answer to the SSLRequest")
     return answer == b"S"

@@ -13,8 +13,11 @@ or sent. It works on the protocol's result dict (``details`` nested) by key, at 
   URLs, certificate names, even dict keys) with ``<redacted>``.
 
 A check type declares its keys next to the code that produces them
-(:class:`~vantage.checks.schema.Protect`). Error strings produced by :mod:`vantage.checks` never
-quote response content or headers, so they only need the IP scrub.
+(:class:`~vantage.checks.schema.Protect`). A result whose check type is known (the agent's own:
+``apply(result, check_type=...)``) is stripped of the generic keys and that type's, since only its
+check wrote its details; one of unknown origin (the control plane re-applying protection to what
+an agent sent) of every type's. Error strings produced by :mod:`vantage.checks` never quote
+response content or headers, so they only need the IP scrub.
 """
 
 from __future__ import annotations
@@ -47,11 +50,13 @@ class _Keys:
 
 
 @functools.cache
-def _keys() -> _Keys:
-    """The generic keys plus every check type's declarations (read once, on first use)."""
-    from vantage.checks.spec import TYPES
+def _keys(check_type: str | None) -> _Keys:
+    """The generic keys plus the declarations of ``check_type`` (``None``: of every type), read once."""
+    from vantage.checks.spec import all_types
+    from vantage.checks.spec import check_type as get_type
 
-    protects = [check.protect for check in TYPES.values()]
+    protects = [check.protect for check in all_types().values()] if check_type is None else [
+        get_type(check_type).protect]
     return _Keys(
         content=CONTENT_KEYS.union(*(p.content for p in protects)),
         headers=HEADER_KEYS.union(*(p.headers for p in protects)),
@@ -129,8 +134,7 @@ class DataProtection:
         """True when any switch is on."""
         return self.strip_content or self.strip_headers or self.strip_ips
 
-    def _denied(self) -> frozenset[str]:
-        keys = _keys()
+    def _denied(self, keys: _Keys) -> frozenset[str]:
         denied: frozenset[str] = frozenset()
         if self.strip_content:
             denied |= keys.content
@@ -140,31 +144,35 @@ class DataProtection:
             denied |= keys.ips
         return denied
 
-    def apply(self, result: Mapping[str, Any]) -> dict[str, Any]:
-        """A deep copy of ``result`` with everything the switches forbid removed."""
-        denied = self._denied()
-        return {str(k): v for k, v in self._clean(result, denied).items()}
+    def apply(self, result: Mapping[str, Any], check_type: str | None = None) -> dict[str, Any]:
+        """A deep copy of ``result`` with everything the switches forbid removed.
 
-    def _clean(self, value: Any, denied: frozenset[str]) -> Any:
+        ``check_type``: the (registered) type of the check that produced ``result``, whose
+        declarations are then the only ones that apply; ``None`` applies every type's.
+        """
+        keys = _keys(check_type)
+        return {str(k): v for k, v in self._clean(result, self._denied(keys), keys).items()}
+
+    def _clean(self, value: Any, denied: frozenset[str], keys: _Keys) -> Any:
         if isinstance(value, Mapping):
             out: dict[Any, Any] = {}
             here = denied  # plus, at this level only, keys whose values are IPs given their neighbours
             if self.strip_ips:
-                here = denied.union(*(ip_values(value) for ip_values in _keys().ip_values))
+                here = denied.union(*(ip_values(value) for ip_values in keys.ip_values))
             for key, item in value.items():
                 name = str(key)
                 if name in here:
                     continue
                 if self.strip_ips and isinstance(key, str):
                     key = scrub_ips(key)
-                out[key] = self._clean(item, denied)
+                out[key] = self._clean(item, denied, keys)
             return out
         if isinstance(value, (list, tuple)):
-            return [self._clean(item, denied) for item in value]
+            return [self._clean(item, denied, keys) for item in value]
         if isinstance(value, str):
             return scrub_ips(value) if self.strip_ips else value
         if isinstance(value, (bytes, bytearray)):
             return (
-                None if self.strip_content else self._clean(bytes(value).decode("utf-8", "replace"), denied)
+                None if self.strip_content else self._clean(bytes(value).decode("utf-8", "replace"), denied, keys)
             )
         return value

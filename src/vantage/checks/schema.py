@@ -20,7 +20,6 @@ Conventions every spec follows: an optional field that is absent or ``null`` tak
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import re
 from collections import ChainMap
@@ -90,6 +89,8 @@ class Field:
         self.default = default
         self.required = required
         self.message = message
+        #: a mutable default is copied for each spec, never shared between them
+        self._mutable_default = isinstance(default, dict | list | set)
 
     def described(self, description: str) -> Self:
         """This field with another description (the same rules, told for another use)."""
@@ -102,7 +103,9 @@ class Field:
         if value is None:
             if self.required:
                 raise CheckSpecError(name, "is required")
-            return copy.deepcopy(self.default)  # never share a mutable default between specs
+            if self._mutable_default:  # never share a mutable default between specs
+                return copy.deepcopy(self.default) if self.default else type(self.default)()
+            return self.default
         return self.parse(value, name, ctx)
 
     def parse(self, value: Any, name: str, ctx: Mapping[str, Any]) -> Any:
@@ -320,6 +323,8 @@ class AtLeastOne(Rule):
 
 def did_you_mean(key: str, known: Iterable[str]) -> str:
     """``; did you mean 'x'?`` for the closest known name, or nothing."""
+    import difflib  # only a misspelt spec needs it
+
     hint = difflib.get_close_matches(key, sorted(known), n=1)
     return f"; did you mean {hint[0]!r}?" if hint else ""
 
@@ -353,7 +358,7 @@ class Obj(Field):
             if key not in self.fields:
                 raise CheckSpecError(join(name, key), self.unknown(key))
         out: dict[str, Any] = {}
-        scope = ChainMap(out, ctx)  # type: ignore[arg-type]
+        scope: Mapping[str, Any] = ChainMap(out, ctx) if ctx else out  # type: ignore[arg-type]
         for key, spec_field in self.fields.items():
             out[key] = spec_field.validate(value.get(key), join(name, key), scope)
         for rule in self.rules:

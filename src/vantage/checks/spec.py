@@ -2,7 +2,10 @@
 
 Each check type is one module of this package that declares ``CHECK``, a
 :class:`~vantage.checks.schema.CheckType` (its spec, its runner, its data-protection rules);
-:data:`TYPE_MODULES` registers it. Everything else is derived from those declarations:
+:data:`TYPE_MODULES` registers it. A type's module is imported when a spec of that type is first
+validated, run or described, never before: the agent loads only the types it is asked to run
+(each module and what it imports costs memory for the life of the process), the control plane
+all of them for its OpenAPI document. Everything else is derived from those declarations:
 
 * :func:`validate_spec` serves both the control plane's monitor API (which turns a
   :class:`CheckSpecError` into a 422 naming the field) and the agent (which validates again before
@@ -23,15 +26,18 @@ from vantage.checks.schema import JSON, CheckSpecError, CheckType
 #: The modules of ``vantage.checks`` that are check types, in the order messages and schemas list
 #: them. Adding a check type: write its module (see docs/checks.md), then add its name here.
 TYPE_MODULES = ("http", "tcp", "dns", "tls", "ssh", "postgres", "mysql", "smtp", "imap", "http_multistep", "ntp")
+#: Every check type's name (whether its module is loaded yet or not).
+CHECK_TYPES = TYPE_MODULES
 
 COMMON_FIELDS = frozenset({"type", "target", "timeout_s"})
 
 __all__ = [
     "CHECK_TYPES",
     "COMMON_FIELDS",
-    "TYPES",
+    "LOADED",
     "TYPE_MODULES",
     "CheckSpecError",
+    "all_types",
     "check_fields",
     "check_type",
     "spec_schema",
@@ -39,28 +45,32 @@ __all__ = [
     "validate_spec",
 ]
 
-
-def _load() -> dict[str, CheckType]:
-    types: dict[str, CheckType] = {}
-    for name in TYPE_MODULES:
-        check = getattr(importlib.import_module(f"vantage.checks.{name}"), "CHECK", None)
-        if not isinstance(check, CheckType) or check.name != name:
-            raise RuntimeError(f"vantage.checks.{name} must declare CHECK = CheckType(name={name!r}, ...)")
-        types[name] = check
-    return types
-
-
-#: Every check type by name.
-TYPES: dict[str, CheckType] = _load()
-CHECK_TYPES = tuple(TYPES)
+#: The check types loaded so far, by name (:func:`check_type` fills it; the import system makes a
+#: module's first import thread-safe, and every thread finds the same ``CHECK`` in it).
+LOADED: dict[str, CheckType] = {}
 
 
 def check_type(name: str) -> CheckType:
-    """The check type called ``name``; :class:`CheckSpecError` (field ``type``) when there is none."""
-    try:
-        return TYPES[name]
-    except KeyError:
-        raise CheckSpecError("type", f"unknown check type {name!r} (one of {', '.join(CHECK_TYPES)})") from None
+    """The check type called ``name``, its module imported on first use.
+
+    :class:`CheckSpecError` (field ``type``) when there is none; only a name in
+    :data:`TYPE_MODULES` is ever imported.
+    """
+    check = LOADED.get(name)
+    if check is not None:
+        return check
+    if name not in TYPE_MODULES:
+        raise CheckSpecError("type", f"unknown check type {name!r} (one of {', '.join(CHECK_TYPES)})")
+    check = getattr(importlib.import_module(f"vantage.checks.{name}"), "CHECK", None)
+    if not isinstance(check, CheckType) or check.name != name:
+        raise RuntimeError(f"vantage.checks.{name} must declare CHECK = CheckType(name={name!r}, ...)")
+    LOADED[name] = check
+    return check
+
+
+def all_types() -> dict[str, CheckType]:
+    """Every check type by name, in :data:`TYPE_MODULES` order (loading the modules not loaded yet)."""
+    return {name: check_type(name) for name in TYPE_MODULES}
 
 
 def check_fields(name: str) -> frozenset[str]:

@@ -36,8 +36,8 @@ async def run_tcp(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) 
         if send:
             with probe.phase("sending"):
                 try:
-                    conn.writer.write(send.encode("utf-8"))
-                    await conn.writer.drain()
+                    conn.write(send.encode("utf-8"))
+                    await conn.drain()
                 except ConnectionError:
                     raise CheckFailure(f"connection reset by {conn.peer_ip} while sending") from None
         expect: str | None = spec["expect"]
@@ -49,7 +49,7 @@ async def run_tcp(spec: Mapping[str, Any], options: CheckOptions, probe: Probe) 
         probe.stage = f"read (expected {expect!r} not seen yet)"
         try:
             while wanted not in received and len(received) < READ_LIMIT:
-                chunk = await conn.reader.read(READ_LIMIT - len(received))
+                chunk = await conn.read(READ_LIMIT - len(received))
                 if not chunk:
                     break
                 if not received:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -197,6 +196,40 @@ def test_cli_exits_2_naming_the_variable(
     assert "VANTAGE_MAX_CONCURRENCY" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "parsed"),
+    [
+        (["run"], ("run", None, None)),
+        (["check-config", "--config", "/etc/a.json"], ("check-config", "/etc/a.json", None)),
+        (["healthcheck", "--max-age=40", "--config=/c.json"], ("healthcheck", "/c.json", 40.0)),
+    ],
+)
+def test_cli_arguments(argv: list[str], parsed: tuple[str, str | None, float | None]) -> None:
+    assert cli.parse_args(argv) == parsed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "expected one of run, check-config, healthcheck"),
+        (["start"], "expected one of run, check-config, healthcheck, got 'start'"),
+        (["run", "--max-age", "5"], "unknown option '--max-age' for run"),
+        (["run", "--verbose"], "unknown option '--verbose' for run"),
+        (["run", "--config"], "--config needs a value"),
+        (["healthcheck", "--max-age", "soon"], "--max-age must be a number of seconds, got 'soon'"),
+    ],
+)
+def test_cli_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vantage agent: {message}\n") and "usage: vantage agent" in err
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    assert capsys.readouterr().out == cli.USAGE
+
+
 def test_cli_check_config(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -215,62 +248,3 @@ def test_every_setting_is_documented() -> None:
     doc = (Path(__file__).parents[3] / "docs" / "agent.md").read_text()
     for setting in SETTINGS:
         assert f"| `{setting.env}` | `{setting.field}` |" in doc, setting.env
-
-
-@pytest.fixture
-def hashed_ca(tmp_path: Path) -> tuple[Any, Path]:
-    """A trustme CA stored only under its OpenSSL hashed name in a directory of its own."""
-    import subprocess
-
-    import trustme
-
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    subject_hash = subprocess.run(
-        ["openssl", "x509", "-hash", "-noout", "-in", str(tmp_path / "ca.pem")],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    certs = tmp_path / "certs"
-    certs.mkdir()
-    ca.cert_pem.write_to_path(str(certs / f"{subject_hash}.0"))
-    return ca, certs
-
-
-async def test_system_cas_are_found_in_the_hashed_directory_without_loading_them_all(
-    hashed_ca: tuple[Any, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A CA reachable only through SSL_CERT_DIR's hashed names verifies a real TLS server."""
-    import asyncio
-    import ssl
-
-    import trustme
-
-    from vantage.agent.transport import tls_context
-
-    ca, certs = hashed_ca
-    monkeypatch.setenv("SSL_CERT_DIR", str(certs))
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"hello")
-        await writer.drain()
-        writer.close()
-
-    async def serve(issuer: Any) -> asyncio.Server:
-        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        issuer.issue_cert("127.0.0.1").configure_cert(server_context)
-        return await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context)
-
-    known, stranger = await serve(ca), await serve(trustme.CA())
-    try:
-        context = tls_context(None)
-        assert context.cert_store_stats()["x509_ca"] == 0  # nothing parsed up front
-        reader, writer = await asyncio.open_connection("127.0.0.1", known.sockets[0].getsockname()[1], ssl=context)
-        assert await reader.read() == b"hello"
-        writer.close()
-        with pytest.raises(ssl.SSLCertVerificationError):  # a CA found nowhere is refused
-            await asyncio.open_connection("127.0.0.1", stranger.sockets[0].getsockname()[1], ssl=context)
-    finally:
-        for server in (known, stranger):
-            server.close()
-            await server.wait_closed()

@@ -33,7 +33,7 @@ def fake_checks(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             await asyncio.sleep(state["delay"])
             if state["raise"] is not None:
                 raise state["raise"]
-            details = {"body_excerpt": "secret", "headers": {"x": "y"}, "peer_ip": "10.1.2.3"}
+            details = {"body_excerpt": "secret", "headers": {"x": "y"}, "peer_ip": "10.1.2.3", "banner": "hi"}
             return CheckResult(True, None, 1.5, 1700000000.0, {"connect_ms": 0.5}, details)
         finally:
             state["running"] -= 1
@@ -53,9 +53,17 @@ async def test_result_shape(fake_checks: dict[str, Any]) -> None:
 
 async def test_data_protection_is_applied(fake_checks: dict[str, Any]) -> None:
     protection = DataProtection(strip_content=True, strip_headers=True, strip_ips=True)
-    result, data = await CheckRunner(CheckOptions(), protection).run(body())
+    result, data = await CheckRunner(CheckOptions(), protection).run(body(type="http", target="http://127.0.0.1:9/"))
     assert "body_excerpt" not in result["details"] and "headers" not in result["details"]
     assert "10.1.2.3" not in repr(result) and b"10.1.2.3" not in data
+
+
+async def test_data_protection_applies_the_declarations_of_the_check_type(fake_checks: dict[str, Any]) -> None:
+    """Only the check's own type wrote its details: its declared keys go, another type's are its own data."""
+    protection = DataProtection(strip_content=True, strip_headers=True)
+    result, _ = await CheckRunner(CheckOptions(), protection).run(body())  # a tcp check
+    assert "banner" not in result["details"]  # the tcp check's content
+    assert result["details"]["body_excerpt"] == "secret"  # an http key: no tcp check writes it
 
 
 async def test_the_spec_is_validated_once_and_an_invalid_one_becomes_an_error_result(

@@ -17,7 +17,7 @@ from vantage.agent.config import ConfigError, load_config
 from vantage.checks import CheckOptions, run_check, validate_spec
 from vantage.checks.credentials import Credential, CredentialError, CredentialStore
 from vantage.checks.result import CheckFailure, Probe
-from vantage.checks.spec import TYPES
+from vantage.checks.spec import LOADED, check_type
 
 CANARY = "Canary-c0ffee-7d1e\"q'\\"
 KEY_CANARY = (
@@ -108,7 +108,7 @@ async def test_run_check_redacts_error_and_details_even_from_a_buggy_check(monke
         probe.warnings.append(f"warning {cred.password}")
         raise CheckFailure(f"535 bad password {cred.password}")
 
-    monkeypatch.setitem(TYPES, "tcp", dataclasses.replace(TYPES["tcp"], run=leaky))
+    monkeypatch.setitem(LOADED, "tcp", dataclasses.replace(check_type("tcp"), run=leaky))
     result = await run_check({"type": "tcp", "target": "127.0.0.1:9"}, CheckOptions(credentials=store()))
     dumped = json.dumps(result.to_dict())
     assert not result.ok and "535 bad password ***" == result.error

@@ -147,6 +147,7 @@ def http(target: str, **fields: Any) -> dict[str, Any]:
 
 
 OPTS = CheckOptions()
+pytestmark = pytest.mark.both_event_loops
 
 
 async def test_success_details_and_phases(http_base: str) -> None:

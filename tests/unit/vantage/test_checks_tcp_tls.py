@@ -17,6 +17,7 @@ from vantage.checks import CheckOptions, run_check
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OPTS = CheckOptions()
+pytestmark = pytest.mark.both_event_loops
 
 
 @pytest.fixture
