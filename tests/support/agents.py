@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from vantage.control_plane.app import create_app, make_runner
 from vantage.control_plane.config import Settings
 from vantage.control_plane.core import CORE_KEY, ControlPlane
-from vantage.protocol import TrustStore, generate_key, make_hello, public_key_b64, verify
+from vantage.protocol import (
+    INSTRUCTION_BATCH_TYPE,
+    INSTRUCTION_TYPE,
+    TrustStore,
+    generate_key,
+    make_hello,
+    public_key_b64,
+    verify,
+)
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # the test harness's own token
 
@@ -246,6 +254,24 @@ class FakeAgent:
             _type, payload, _keyid = verify(message["envelope"], trust)
             data: dict[str, Any] = json.loads(payload)
             return data
+
+    async def frame(self, trust: TrustStore, timeout: float = 5.0) -> tuple[str, list[dict[str, Any]]]:
+        """The next instruction frame: its type (``instruction`` or ``instruction_batch``) and the
+        verified payloads it carries (one, or the batch's items); acks are collected on the way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = await self.receive(timeout=max(0.01, deadline - time.monotonic()))
+            if message["type"] == "ack":
+                self.acks.append(message["id"])
+                continue
+            assert message["type"] in ("instruction", "instruction_batch"), message
+            payload_type, payload, _keyid = verify(message["envelope"], trust)
+            data = json.loads(payload)
+            if message["type"] == "instruction":
+                assert payload_type == INSTRUCTION_TYPE
+                return message["type"], [data]
+            assert payload_type == INSTRUCTION_BATCH_TYPE and data["v"] == 1
+            return message["type"], list(data["items"])
 
     async def result(self, instruction: dict[str, Any], ok: bool, error: str | None = None,
                      result_id: str | None = None, **extra: Any) -> None:

@@ -35,7 +35,6 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -48,9 +47,10 @@ from vantage.control_plane.alerts import (
     open_alert,
 )
 from vantage.control_plane.db import Checkpoint, Dispatch, Instance, Monitor, Replica, Result, now
-from vantage.control_plane.instructions import sign, take_seq
+from vantage.control_plane.instructions import stored_payload, take_seq
 from vantage.control_plane.sessions import DATA_PROTECTION_FIELDS, SessionError
 from vantage.control_plane.store import rowcount
+from vantage.protocol import instruction_payload
 
 log = logging.getLogger("vantage.control_plane.scheduler")
 
@@ -184,15 +184,22 @@ def choose(candidates: list[Candidate], *, avoid: str | None, strict: bool = Fal
 
 @dataclass(frozen=True)
 class Outbound:
-    """An instruction to hand to the session of ``checkpoint/instance`` (held by ``replica_id``)."""
+    """An instruction to hand to the session of ``checkpoint/instance`` (held by ``replica_id``).
+
+    ``payload`` is the instruction's payload, not yet signed: the replica holding the session
+    signs it when it sends it, alone or together with the other checks for that instance in
+    one batch (:meth:`~.core.ControlPlane.deliver`).
+    """
 
     check_id: str
     checkpoint: str
     instance: str
     replica_id: str
-    envelope: dict[str, Any]
+    payload: dict[str, Any]
     attempt: int
     new: bool = True
+    #: ``time.time()`` when the dispatch row was made (the start of its dispatch latency)
+    dispatched_at: float = 0.0
 
 
 @dataclass
@@ -223,7 +230,6 @@ class Context:
     me: str
     t: float
     alive: frozenset[str]
-    key: Ed25519PrivateKey
     lifetime: int
     result_margin: float
 
@@ -258,7 +264,10 @@ def candidates(db: Session, checkpoint: str, alive: frozenset[str]) -> list[Cand
 def new_dispatch(
     db: Session, ctx: Context, monitor: Monitor, target: Candidate, *, attempt: int, moves: int = 0
 ) -> Outbound | None:
-    """Record and sign one ``run_check`` for ``target``; None when the instance is gone.
+    """Record one ``run_check`` for ``target``; None when the instance is gone.
+
+    The row keeps the instruction's payload (with its nonce and ``seq``); the replica holding
+    the instance's session signs it when it sends it.
 
     ``moves`` > 0: it replaces a check lost with its instance (the monitor's schedule is left
     alone). The monitor row is updated here, so every dispatch takes the monitor's row lock
@@ -275,8 +284,8 @@ def new_dispatch(
         return None
     check_id = str(uuid.uuid4())
     body = {"check_id": check_id, "monitor_id": monitor.id, "attempt": attempt, "check": monitor.spec}
-    envelope = sign(ctx.key, iss=target.iss, checkpoint=monitor.checkpoint, instance=target.name,
-                    kind="run_check", body=body, seq=seq, lifetime=ctx.lifetime)
+    payload = instruction_payload(iss=target.iss, aud=f"{monitor.checkpoint}/{target.name}", kind="run_check",
+                                  body=body, seq=seq, lifetime=ctx.lifetime)
     local = target.replica_id == ctx.me
     t = now()  # this row's own moment: a claim signs many
     db.add(
@@ -285,10 +294,10 @@ def new_dispatch(
             attempt=attempt, dispatched_at=t, due_at=due_at,
             deadline=t + monitor.timeout_s + ctx.result_margin,
             status="pending", replica_id=target.replica_id, sent_at=t if local else None,
-            envelope_json=json.dumps(envelope, separators=(",", ":")), moves=moves,
+            payload_json=json.dumps(payload, separators=(",", ":")), moves=moves,
         )
     )
-    return Outbound(check_id, monitor.checkpoint, target.name, target.replica_id, envelope, attempt)
+    return Outbound(check_id, monitor.checkpoint, target.name, target.replica_id, payload, attempt, dispatched_at=t)
 
 
 # --- transactions ------------------------------------------------------------------------------
@@ -411,6 +420,25 @@ def record_result(db: Session, ctx: Context, checkpoint: str, instance: str, inc
     return received
 
 
+def record_results(
+    db: Session, ctx: Context, items: list[tuple[str, str, IncomingResult, float]]
+) -> list[Received | None]:
+    """:func:`record_result` for each ``(checkpoint, instance, result, received_at)``, in one transaction.
+
+    Each result is decided in a savepoint of its own: one that fails (logged; None in its place,
+    so it is not acknowledged and its agent sends it again) does not undo or stop the others.
+    """
+    outcomes: list[Received | None] = []
+    for checkpoint, instance, incoming, received_at in items:
+        try:
+            with db.begin_nested():
+                outcomes.append(record_result(db, replace(ctx, t=received_at), checkpoint, instance, incoming))
+        except Exception:
+            log.exception("result %s of %s/%s could not be stored", incoming.id[:64], checkpoint, instance)
+            outcomes.append(None)
+    return outcomes
+
+
 def overdue(db: Session, t: float) -> list[str]:
     """Pending dispatches past their deadline (a bounded batch)."""
     query = (
@@ -528,8 +556,8 @@ def pending_for(db: Session, ctx: Context, checkpoint: str, instance: str) -> li
 
 
 def _outbound(d: Dispatch, replica: str) -> Outbound:
-    return Outbound(d.check_id, d.checkpoint, d.instance, replica, json.loads(d.envelope_json), d.attempt,
-                    new=False)
+    return Outbound(d.check_id, d.checkpoint, d.instance, replica, stored_payload(d.payload_json), d.attempt,
+                    new=False, dispatched_at=d.dispatched_at)
 
 
 def availability(db: Session, ctx: Context, grace: float) -> Effects:

@@ -46,10 +46,12 @@ def _retryable(exc: DBAPIError) -> bool:
 class Store:
     """The database, reached through a worker pool."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, observe_wait: Callable[[float], None] | None = None) -> None:
         self.db = Database(url)
         workers = 1 if self.db.is_sqlite else DB_WORKERS
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vantage-db")
+        #: called (on the worker) with the seconds each transaction waited for a worker
+        self._observe_wait = observe_wait
 
     @property
     def is_sqlite(self) -> bool:
@@ -58,7 +60,14 @@ class Store:
     async def run(self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(session, *args, **kwargs)`` in one transaction on a worker thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: self.call(fn, *args, **kwargs))
+        submitted = time.monotonic()
+
+        def job() -> T:
+            if self._observe_wait is not None:
+                self._observe_wait(time.monotonic() - submitted)
+            return self.call(fn, *args, **kwargs)
+
+        return await loop.run_in_executor(self._pool, job)
 
     def call(self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """The same, on the calling thread (start-up and shutdown, before and after the loop runs)."""
