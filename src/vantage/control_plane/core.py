@@ -15,6 +15,7 @@ import logging
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,9 @@ from vantage.control_plane.store import Store, rowcount
 log = logging.getLogger("vantage.control_plane")
 
 PRUNE_EVERY_S = 300.0
+#: the whole pass (membership, timeouts, availability, heartbeats, …) runs at most this often;
+#: claims of due monitors and deliveries for other replicas run every ``--scheduler-tick``
+MAINTENANCE_S = 0.5
 #: due monitors claimed per transaction
 CLAIM_CHUNK = 50
 #: results stored per transaction at most (group commit, :meth:`ControlPlane._store_results`)
@@ -185,7 +189,7 @@ class ControlPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.store = Store(settings.db_url, observe_wait=self.metrics.db_wait.observe)
+        self.store = Store(settings.db_url, observe=self.metrics.observe_transaction)
         self.alerts = Alerts(self.metrics, settings.webhook_url)
         self.tokens = TokenStore(self.store)
         self.keys = SigningKeys(settings.signing_key_path, self.store)
@@ -243,6 +247,10 @@ class ControlPlane:
             await asyncio.gather(self._committer, return_exceptions=True)
         for task in list(self._background):
             task.cancel()
+        try:  # the health view keeps what the instances said last
+            await self._flush_heartbeats()
+        except Exception:
+            log.exception("storing the last heartbeats failed")
         sessions = self.registry.all()
         for session in sessions:
             self.registry.remove(session)
@@ -264,15 +272,30 @@ class ControlPlane:
     # -- the tick -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Every tick a dispatch pass; the whole pass every ``max(tick, MAINTENANCE_S)``.
+
+        Checks leave as soon as they are due (within a tick), while the bookkeeping that
+        tolerates half a second does not take the database worker every tick.
+        """
+        period = max(self.settings.scheduler_tick, MAINTENANCE_S)
+        maintained = float("-inf")
         while True:
-            await self.tick()
+            if time.monotonic() - maintained >= period:
+                maintained = time.monotonic()
+                await self.tick()
+            else:
+                await self._steps(self._deliver_undelivered, self._dispatch_due)
             await asyncio.sleep(self.settings.scheduler_tick)
 
     async def tick(self) -> None:
-        """One pass. Each step fails on its own: an error is logged and the others go on."""
-        for step in (self._membership, self._flush_heartbeats, self._expire_stale_sessions, self._sync_sessions,
-                     self._deliver_undelivered, self._expire_dispatches, self._check_availability,
-                     self._dispatch_due, self._housekeeping):
+        """One whole pass. Each step fails on its own: an error is logged and the others go on."""
+        await self._steps(self._membership, self._flush_heartbeats, self._expire_stale_sessions, self._sync_sessions,
+                          self._deliver_undelivered, self._expire_dispatches, self._check_availability,
+                          self._dispatch_due, self._housekeeping)
+
+    @staticmethod
+    async def _steps(*steps: Callable[[], Awaitable[None]]) -> None:
+        for step in steps:
             try:
                 await step()
             except asyncio.CancelledError:
@@ -494,16 +517,17 @@ class ControlPlane:
         await self._reassign(session.checkpoint, session.instance)  # its pending checks go elsewhere now
 
     def heartbeat(self, session: LiveSession, health: dict[str, Any]) -> None:
-        """Keep a heartbeat; the next tick stores it (with every other session's).
+        """Keep a heartbeat; the next whole pass stores it (with every other session's).
 
-        A heartbeat that changes whether the instance is healthy is stored at once: scheduling
-        reads it from the database.
+        A session's first heartbeat (version, host facts) and one that changes whether the
+        instance is healthy are stored at once: scheduling and the health view read them from
+        the database.
         """
-        was_healthy = session.healthy
+        first, was_healthy = session.health is None, session.healthy
         session.last_heartbeat = now()
         session.health = health
         self._beats[(session.checkpoint, session.instance)] = session
-        if session.healthy != was_healthy:
+        if first or session.healthy != was_healthy:
             self._background_task(self._flush_heartbeats())
 
     async def handle_result(self, session: LiveSession, message: dict[str, Any]) -> None:

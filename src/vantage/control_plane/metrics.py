@@ -67,6 +67,10 @@ class Metrics:
             "vantage_cp_db_wait_seconds", "Time a transaction waited for a database worker",
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )
+        self.db_transaction = Histogram(
+            "vantage_cp_db_transaction_seconds", "Time a transaction ran on its database worker (retries included)",
+            ["transaction"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
         self.instruction_frames = Counter(
             "vantage_cp_instruction_frames", "Instruction frames sent: single instructions and batches",
             ["kind"], registry=self.registry,
@@ -76,6 +80,11 @@ class Metrics:
         )
         for kind in ("monitor_down", "checkpoint_unavailable"):
             self.open_alerts.labels(kind=kind).set(0)
+
+    def observe_transaction(self, name: str, waited: float, ran: float) -> None:
+        """A :class:`~.store.Store` transaction's timings (``name``: the function's, a code name)."""
+        self.db_wait.observe(waited)
+        self.db_transaction.labels(transaction=name).observe(ran)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -36,6 +36,8 @@ T = TypeVar("T")
 #: PostgreSQL error codes worth a retry: serialization_failure, deadlock_detected
 RETRYABLE = frozenset({"40001", "40P01"})
 RETRIES = 3
+#: ``(transaction name, seconds waiting for a worker, seconds running)``
+Observer = Callable[[str, float, float], None]
 
 
 def _retryable(exc: DBAPIError) -> bool:
@@ -46,12 +48,12 @@ def _retryable(exc: DBAPIError) -> bool:
 class Store:
     """The database, reached through a worker pool."""
 
-    def __init__(self, url: str, observe_wait: Callable[[float], None] | None = None) -> None:
+    def __init__(self, url: str, observe: Observer | None = None) -> None:
         self.db = Database(url)
         workers = 1 if self.db.is_sqlite else DB_WORKERS
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vantage-db")
-        #: called (on the worker) with the seconds each transaction waited for a worker
-        self._observe_wait = observe_wait
+        #: told (on the worker) how long each transaction waited for a worker and how long it ran
+        self._observe = observe
 
     @property
     def is_sqlite(self) -> bool:
@@ -63,9 +65,13 @@ class Store:
         submitted = time.monotonic()
 
         def job() -> T:
-            if self._observe_wait is not None:
-                self._observe_wait(time.monotonic() - submitted)
-            return self.call(fn, *args, **kwargs)
+            if self._observe is None:
+                return self.call(fn, *args, **kwargs)
+            started = time.monotonic()
+            try:
+                return self.call(fn, *args, **kwargs)
+            finally:
+                self._observe(_name(fn), started - submitted, time.monotonic() - started)
 
         return await loop.run_in_executor(self._pool, job)
 
@@ -93,7 +99,7 @@ class Store:
 
 
 def _name(fn: Any) -> str:
-    return getattr(fn, "__qualname__", repr(fn))
+    return str(getattr(fn, "__qualname__", type(fn).__name__))
 
 
 def rowcount(result: Any) -> int:
