@@ -16,7 +16,12 @@ Figures and how each is measured:
 2. **Dispatch-to-result latency** — through the real control plane: 40 monitors with a 1 s
    interval (20 checks/s per agent) for ``--window`` seconds; for every first attempt, the
    stored result's ``received_at`` minus its dispatch's ``dispatched_at`` (both written by the
-   control plane into its database, read here with ``sqlite3`` afterwards). p50 and p99.
+   control plane into its database, read here with ``sqlite3`` afterwards). p50 and p99, split
+   into dispatch → check start, the check, check end → stored; and the control plane's own stage
+   timings over the same window, from the histograms on its ``/metrics`` (scraped before and after,
+   quantiles interpolated within a bucket): dispatch row → instruction written to the socket,
+   result read → committed, and the wait for a database worker. The machine is shared: the
+   1-minute load average is printed before the run and after the latency window.
 3. **Failover** — with 6 monitors running (1 s interval; four targets answer after 0.5 s, so
    that checks are in flight when an instance vanishes, two answer 500 after 0.5 s, so that
    every check fails and is retried on the other instance), one agent is made to disappear, twice:
