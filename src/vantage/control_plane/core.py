@@ -560,9 +560,9 @@ class ControlPlane:
 
         Results read while a transaction runs go with the next one, so under load one commit
         covers many results and the database's commit rate, not the result rate, sets the
-        pace. Each result is decided in a savepoint of its own (:func:`~.scheduler.record_results`):
-        one that cannot be stored is not acknowledged (its agent sends it again) and does not
-        keep the others back.
+        pace. The group takes a few statements; should it fail, each result is decided in a
+        savepoint of its own (:func:`~.scheduler.record_results`): one that cannot be stored is
+        not acknowledged (its agent sends it again) and does not keep the others back.
         """
         while True:
             await self._results_queued.wait()
@@ -571,22 +571,28 @@ class ControlPlane:
                 group, self._results = self._results[:RESULT_BATCH], self._results[RESULT_BATCH:]
                 self._results_drained.set()
                 try:
-                    outcomes = await self.store.run(
-                        sched.record_results, self.context(),
-                        [(q.session.checkpoint, q.session.instance, q.incoming, q.received_at) for q in group],
-                    )
-                except Exception:
-                    log.exception("storing %d result(s) failed; they are not acknowledged", len(group))
-                    continue
-                committed = time.monotonic()
-                effects = sched.Effects()
-                for queued, received in zip(group, outcomes, strict=True):
-                    self.metrics.result_commit.observe(committed - queued.read_at)
-                    if received is not None:
-                        self._count_result(queued, received)
-                        effects.add(received.effects)
-                await asyncio.gather(*(self._ack(q) for q, r in zip(group, outcomes, strict=True) if r is not None))
-                await self.apply(effects)  # committed: retry or alert even if an ack could not be sent
+                    await self._store_group(group)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the task must live on: later results are stored as usual
+                    log.exception("storing %d result(s) failed; those not acknowledged are sent again", len(group))
+
+    async def _store_group(self, group: list[QueuedResult]) -> None:
+        outcomes = await self.store.run(
+            sched.record_results, self.context(),
+            [(q.session.checkpoint, q.session.instance, q.incoming, q.received_at) for q in group],
+        )
+        committed = time.monotonic()
+        effects = sched.Effects()
+        for queued, received in zip(group, outcomes, strict=True):
+            self.metrics.result_commit.observe(committed - queued.read_at)
+            if received is not None:
+                self._count_result(queued, received)
+                effects.add(received.effects)
+        try:
+            await asyncio.gather(*(self._ack(q) for q, r in zip(group, outcomes, strict=True) if r is not None))
+        finally:  # committed: retry or alert even if an ack could not be sent
+            await self.apply(effects)
 
     def _count_result(self, queued: QueuedResult, received: sched.Received) -> None:
         incoming, session = queued.incoming, queued.session
@@ -603,7 +609,7 @@ class ControlPlane:
         try:
             ensure_open(queued.session)
             await queued.session.send({"type": "ack", "id": queued.incoming.id})
-        except ConnectionError as exc:  # stored; the agent sends it again and it is acknowledged then
+        except Exception as exc:  # noqa: BLE001 - stored; the agent sends it again and it is acknowledged then
             log.info("ack of %s not sent: %s", queued.incoming.id[:64], exc)
 
     async def _data_protection(self, session: LiveSession) -> dict[str, Any]:
