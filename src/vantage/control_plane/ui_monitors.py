@@ -85,10 +85,11 @@ def monitor_views(db: Session, admin_states: dict[str, str], t: float) -> dict[s
     monitors = list(db.scalars(select(Monitor).order_by(Monitor.checkpoint, Monitor.name, Monitor.id)).all())
     if not monitors:
         return {}
-    down = open_subjects(db, MONITOR_DOWN, [m.id for m in monitors])
-    last = _latest_results(db)
-    counts = _uptime_counts(db, t - UPTIME_WINDOW_S)
-    charts = _chart_buckets(db, t)
+    ids = [m.id for m in monitors]
+    down = open_subjects(db, MONITOR_DOWN, ids)
+    last = _latest_results(db, ids, t - UPTIME_WINDOW_S)
+    counts = _uptime_counts(db, ids, t - UPTIME_WINDOW_S)
+    charts = _chart_buckets(db, ids, t)
     views: dict[str, list[MonitorView]] = {}
     for m in monitors:
         spec = _spec(m)
@@ -117,31 +118,50 @@ def _spec(monitor: Monitor) -> dict[str, Any]:
         return {}
 
 
-def _latest_results(db: Session) -> dict[str, LastResult]:
+# Every query names the monitors and bounds the time, so that it reads ranges of the
+# (monitor_id, received_at) index, never the whole (ever-growing) results table.
+
+_LAST = (Result.monitor_id, Result.ok, Result.error, Result.duration_ms, Result.received_at, Result.instance,
+         Result.attempt)
+
+
+def _latest_results(db: Session, ids: list[str], since: float) -> dict[str, LastResult]:
+    """Each monitor's newest result: one grouped query over the last 24 h, one seek per older one."""
     newest = (
-        select(Result.monitor_id, func.max(Result.received_at).label("at")).group_by(Result.monitor_id).subquery()
+        select(Result.monitor_id, func.max(Result.received_at).label("at"))
+        .where(Result.monitor_id.in_(ids), Result.received_at >= since)
+        .group_by(Result.monitor_id)
+        .subquery()
     )
-    rows = db.execute(
-        select(Result.monitor_id, Result.ok, Result.error, Result.duration_ms, Result.received_at, Result.instance,
-               Result.attempt)
-        .join(newest, and_(Result.monitor_id == newest.c.monitor_id, Result.received_at == newest.c.at))
-    ).all()
+    rows = list(db.execute(
+        select(*_LAST).join(newest, and_(Result.monitor_id == newest.c.monitor_id, Result.received_at == newest.c.at))
+    ).all())
+    found = {row[0] for row in rows}
+    for monitor_id in ids:
+        if monitor_id not in found:
+            row = db.execute(
+                select(*_LAST).where(Result.monitor_id == monitor_id).order_by(Result.received_at.desc()).limit(1)
+            ).first()
+            if row is not None:
+                rows.append(row)
     return {
         monitor_id: LastResult(bool(ok), error, duration_ms, received_at, instance, attempt)
         for monitor_id, ok, error, duration_ms, received_at, instance, attempt in rows
     }
 
 
-def _uptime_counts(db: Session, since: float) -> dict[str, tuple[int, int]]:
+def _uptime_counts(db: Session, ids: list[str], since: float) -> dict[str, tuple[int, int]]:
     first = func.sum(case((Result.attempt == 1, 1), else_=0))
     failed_second = func.sum(case((and_(Result.attempt >= 2, Result.ok.is_(False)), 1), else_=0))
     rows = db.execute(
-        select(Result.monitor_id, first, failed_second).where(Result.received_at >= since).group_by(Result.monitor_id)
+        select(Result.monitor_id, first, failed_second)
+        .where(Result.monitor_id.in_(ids), Result.received_at >= since)
+        .group_by(Result.monitor_id)
     ).all()
     return {monitor_id: (int(checks or 0), int(failed or 0)) for monitor_id, checks, failed in rows}
 
 
-def _chart_buckets(db: Session, t: float) -> dict[str, list[Bucket]]:
+def _chart_buckets(db: Session, ids: list[str], t: float) -> dict[str, list[Bucket]]:
     start = t - CHART_BUCKETS * CHART_BUCKET_S
     offset = (Result.received_at - start) / CHART_BUCKET_S
     # the bucket number: SQLite's CAST truncates (offsets are >= 0), PostgreSQL's rounds
@@ -149,7 +169,7 @@ def _chart_buckets(db: Session, t: float) -> dict[str, list[Bucket]]:
     rows = db.execute(
         select(Result.monitor_id, index, func.avg(case((Result.ok, Result.duration_ms))),
                func.sum(case((Result.ok, 0), else_=1)))
-        .where(Result.received_at >= start)
+        .where(Result.monitor_id.in_(ids), Result.received_at >= start)
         .group_by(Result.monitor_id, index)
     ).all()
     charts: dict[str, list[Bucket]] = {}

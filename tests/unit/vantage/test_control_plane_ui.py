@@ -306,7 +306,8 @@ async def test_monitors_with_state_last_result_uptime_and_chart(api: Api, server
     await api.ok("PUT", "/api/v1/checkpoints/site1", {})
     await api.ok("PUT", "/api/v1/checkpoints/off", {})
     made = {}
-    for name, cp in (("web", "site1"), ("db", "site1"), ("fresh", "site1"), (f"x{EVIL}", "site1"), ("old", "off")):
+    for name, cp in (("web", "site1"), ("db", "site1"), ("fresh", "site1"), (f"x{EVIL}", "site1"), ("old", "off"),
+                     ("quiet", "site1")):
         made[name] = await api.ok("POST", "/api/v1/monitors", {"name": name, "checkpoint": cp, "type": "tcp",
                                                               "target": "127.0.0.1:9", "interval_s": 600})
     await api.ok("POST", "/api/v1/checkpoints/off/state", {"state": "disabled", "reason": "moved"})
@@ -319,7 +320,8 @@ async def test_monitors_with_state_last_result_uptime_and_chart(api: Api, server
              _result(web, 23, at=t - 90000, ok=False, attempt=2, ms=None)]  # older than 24 h: not counted
     rows += [_result(db, 1, at=t - 30, ok=False, ms=None, error="timeout"),
              _result(db, 2, at=t - 20, ok=False, attempt=2, ms=None, error=f"refused {EVIL}", instance="b"),
-             _result(made[f"x{EVIL}"]["id"], 1, at=t - 10, ms=5.0)]
+             _result(made[f"x{EVIL}"]["id"], 1, at=t - 10, ms=5.0),
+             _result(made["quiet"]["id"], 1, at=t - 3 * 86400, ok=False, ms=None, error="gone")]  # only an old one
 
     def store(session: Any) -> None:
         session.add_all(rows)
@@ -330,7 +332,8 @@ async def test_monitors_with_state_last_result_uptime_and_chart(api: Api, server
     _status, body, _headers = await get(api.http, server.url + "/ui", cookie)
 
     states = {name: attr(body, f'data-monitor="{m["id"]}"', "data-state") for name, m in made.items()}
-    assert states == {"web": "up", "db": "down", "fresh": "pending", f"x{EVIL}": "up", "old": "paused"}
+    assert states == {"web": "up", "db": "down", "fresh": "pending", f"x{EVIL}": "up", "old": "paused",
+                      "quiet": "failing"}
     for cp in ("site1", "off"):  # the page's "down" is the REST view's
         for m in (await api.ok("GET", f"/api/v1/monitors?checkpoint={cp}"))["monitors"]:
             assert attr(body, f'data-monitor="{m["id"]}"', "data-down") == str(m["down"]).lower()
@@ -343,6 +346,8 @@ async def test_monitors_with_state_last_result_uptime_and_chart(api: Api, server
     assert "refused &lt;script&gt;" in db_row and "0.00 %" in db_row and "1 checks, 1 down" in db_row
     fresh_row = _section(body, f'data-monitor="{made["fresh"]["id"]}"')
     assert "no result yet" in fresh_row and "no check in 24 h" in fresh_row and "<svg" not in fresh_row
+    quiet_row = _section(body, f'data-monitor="{made["quiet"]["id"]}"')
+    assert "3 d ago" in quiet_row and "gone" in quiet_row and "no check in 24 h" in quiet_row
     assert "<script" not in body and f"x{EVIL}" not in body and "x&lt;script&gt;" in body
     assert "No monitor runs on this checkpoint." not in body
 
