@@ -16,7 +16,12 @@ Figures and how each is measured:
 2. **Dispatch-to-result latency** — through the real control plane: 40 monitors with a 1 s
    interval (20 checks/s per agent) for ``--window`` seconds; for every first attempt, the
    stored result's ``received_at`` minus its dispatch's ``dispatched_at`` (both written by the
-   control plane into its database, read here with ``sqlite3`` afterwards). p50 and p99.
+   control plane into its database, read here with ``sqlite3`` afterwards). p50 and p99, split
+   into dispatch → check start, the check, check end → stored; and the control plane's own stage
+   timings over the same window, from the histograms on its ``/metrics`` (scraped before and after,
+   quantiles interpolated within a bucket): dispatch row → instruction written to the socket,
+   result read → committed, and the wait for a database worker. The machine is shared: the
+   1-minute load average is printed before the run and after the latency window.
 3. **Failover** — with 6 monitors running (1 s interval; four targets answer after 0.5 s, so
    that checks are in flight when an instance vanishes, two answer 500 after 0.5 s, so that
    every check fails and is retried on the other instance), one agent is made to disappear, twice:
@@ -376,20 +381,72 @@ def delete_monitors(cp: ControlPlane, ids: list[str]) -> None:
         cp.api("DELETE", f"/api/v1/monitors/{monitor_id}")
 
 
+#: The control plane's own stage timings (Prometheus histograms on its ``/metrics``): label → metric.
+CP_STAGES = {
+    "dispatch row -> instruction sent": "vantage_cp_dispatch_send_seconds",
+    "result read -> committed": "vantage_cp_result_commit_seconds",
+    "wait for a database worker": "vantage_cp_db_wait_seconds",
+}
+
+
+def scrape_histograms(cp: ControlPlane) -> dict[str, list[tuple[float, float]]]:
+    """The cumulative buckets ``[(le, count)]`` of each :data:`CP_STAGES` histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    request = urllib.request.Request(cp.url + "/metrics")
+    with urllib.request.urlopen(request, timeout=10, context=cp.pki.client) as response:
+        text = response.read().decode()
+    wanted = set(CP_STAGES.values())
+    buckets: dict[str, list[tuple[float, float]]] = {name: [] for name in wanted}
+    for family in text_string_to_metric_families(text):
+        if family.name in wanted:
+            buckets[family.name] = sorted(
+                (float(sample.labels["le"]), sample.value) for sample in family.samples
+                if sample.name.endswith("_bucket")
+            )
+    return buckets
+
+
+def histogram_quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
+    """The q-quantile (ms) of what a histogram counted between two scrapes, interpolated within a
+    bucket (as Prometheus' ``histogram_quantile`` does); the last finite bound when beyond it."""
+    counts = [(le, a - b) for (le, a), (_le, b) in zip(after, before, strict=True)]
+    total = counts[-1][1] if counts else 0
+    if total <= 0:
+        raise CannotMeasure("no samples in a control-plane histogram")
+    rank = q / 100 * total
+    lower, below = 0.0, 0.0
+    for le, cumulative in counts:
+        if cumulative >= rank:
+            if le == float("inf"):
+                return lower * 1000
+            share = (rank - below) / (cumulative - below) if cumulative > below else 1.0
+            return (lower + (le - lower) * share) * 1000
+        lower, below = le, cumulative
+    return lower * 1000
+
+
 #: The parts of a dispatch-to-result latency, from the control plane's records and the result's
 #: own timing (the agent stamps ``started_at`` and ``duration_ms``; all clocks are this host's).
 LATENCY_PARTS = ("total", "to check start", "check", "check end to stored")
 
 
-def measure_latency(cp: ControlPlane, target: Target, window: float) -> dict[str, list[float]]:
+def measure_latency(
+    cp: ControlPlane, target: Target, window: float
+) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
     """Samples (ms) of the latency and of its parts: dispatch to the check's start (control plane
     commit and send, the agent's verification and nonce flush), the check, and the check's end
     to the control plane's ``received_at`` (the agent's result flush and send, the control
-    plane's reading)."""
+    plane's reading); and the control plane's own stage timings over the window (p50, p99 in ms
+    from its histograms)."""
     ids = create_monitors(cp, target, "lat", 40, 5)
     try:
         started = time.time()
-        time.sleep(window + 3)
+        time.sleep(2)
+        before = scrape_histograms(cp)
+        time.sleep(window)
+        after = scrape_histograms(cp)
+        time.sleep(1)
         marks = ",".join("?" * len(ids))
         # Read before the monitors are deleted (their results go with them).
         rows = cp.query(
@@ -406,7 +463,11 @@ def measure_latency(cp: ControlPlane, target: Target, window: float) -> dict[str
         delete_monitors(cp, ids)
     if len(rows) < 50:
         raise CannotMeasure(f"only {len(rows)} latency samples")
-    return {part: [float(row[i]) * 1000 for row in rows] for i, part in enumerate(LATENCY_PARTS)}
+    stages = {
+        label: {f"p{q}": histogram_quantile(before[name], after[name], q) for q in (50, 99)}
+        for label, name in CP_STAGES.items()
+    }
+    return {part: [float(row[i]) * 1000 for row in rows] for i, part in enumerate(LATENCY_PARTS)}, stages
 
 
 def measure_failover(cp: ControlPlane, target: Target, victim: Agent, survivor: Agent, how: str) -> float:
@@ -504,7 +565,8 @@ def main() -> int:
         log("idle RSS")
         figures["idle_rss_mb"] = measure_idle_rss(cp, agents)
         log(f"dispatch-to-result latency (40 monitors at 1/s, {args.window}s)")
-        latencies = measure_latency(cp, target, args.window)
+        latencies, figures["control_plane_stages_ms"] = measure_latency(cp, target, args.window)
+        figures["load_average_latency"] = os.getloadavg()[0]
         figures["latency_ms"] = {
             part: {"p50": percentile(values, 50), "p99": percentile(values, 99)} for part, values in latencies.items()
         }
@@ -557,6 +619,9 @@ def report(figures: dict[str, Any], heartbeat: float, elapsed: float) -> None:
     )
     for part in LATENCY_PARTS[1:]:
         rows.append((f"  {part} p50 / p99", f"{lat[part]['p50']:.1f} / {lat[part]['p99']:.1f} ms", "(info)", ""))
+    for label, q in figures["control_plane_stages_ms"].items():
+        rows.append((f"  control plane: {label} p50 / p99", f"{q['p50']:.1f} / {q['p99']:.1f} ms", "(info)",
+                     "histogram"))
     limit = FAILOVER_TARGET_INTERVALS * heartbeat
     for key, label in (
         ("failover_kill_s", "failover, agent killed"),
@@ -588,8 +653,9 @@ def report(figures: dict[str, Any], heartbeat: float, elapsed: float) -> None:
         f"(Timing.send_window, no rate cap); the control plane allows {Settings.message_rate:g} messages/s "
         f"per session, burst {Settings.message_burst:g} (--session-message-rate)"
     )
-    load = figures["load_average_before"]
-    print(f"load average (1 min) before the run: {load:.2f} on {os.cpu_count()} CPUs", end="")
+    load = max(figures["load_average_before"], figures["load_average_latency"])
+    print(f"load average (1 min) before the run: {figures['load_average_before']:.2f}, after the latency window: "
+          f"{figures['load_average_latency']:.2f}, on {os.cpu_count()} CPUs", end="")
     if load > (os.cpu_count() or 1) * 0.5:
         print(" - the machine was busy with other work: latency and failover are upper bounds")
     else:

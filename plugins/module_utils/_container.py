@@ -30,7 +30,7 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._contract import CONTAINER_DEFAULTS, ContractError, check, control_plane_url, default_network
+from ._contract import CONTAINER_DEFAULTS, ContractError, check, control_plane_url, default_network, is_valid
 
 Settings = Dict[str, Any]
 #: what every instance gets unless the options say otherwise (the contract's values)
@@ -66,6 +66,9 @@ CREDENTIALS_PATH = "/etc/vantage/credentials.json"
 CREDENTIALS_REVISION_ENV = "CHECKPOINT_CREDENTIALS_REVISION"
 STATE_DIR_PATH = "/var/lib/vantage"
 IMAGE_DIGEST_ENV = "VANTAGE_IMAGE_DIGEST"
+#: the name of the host the instance runs on, for the agent's host facts (docs/agent.md); the
+#: module sets it to the engine's ``docker info`` name unless O(env) or an instance's env sets it
+HOST_NAME_ENV = "VANTAGE_HOST_NAME"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 TMPFS = {"/tmp": "rw,noexec,nosuid,nodev,size=64m"}
 SECURITY_OPT = ["no-new-privileges:true"]
@@ -243,6 +246,20 @@ def check_env(env, option):
     return result
 
 
+def engine_host_name(name):
+    # type: (Any) -> Optional[str]
+    """The engine's host name (``docker info`` ``Name``) when it is a valid ``host_name``, else None
+    (the agent then reports its container's own host name, never an invalid value it would refuse)."""
+    return name if is_valid("host_name", name) else None
+
+
+def check_host_name_env(env, option):
+    # type: (Dict[str, str], str) -> None
+    """A ``VANTAGE_HOST_NAME`` given in ``env`` must follow the contract's ``host_name`` rule."""
+    if HOST_NAME_ENV in env:
+        _contract_value(check, "host_name", env[HOST_NAME_ENV], "option %s: %s" % (option, HOST_NAME_ENV))
+
+
 def check_healthcheck(spec):
     # type: (Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]
     """The O(healthcheck) option with its timings filled in, or None when not set."""
@@ -402,6 +419,8 @@ class CheckpointSpec:
         self.credentials_file = params.get("credentials_file")  # type: Optional[str]
         #: instance name -> credentials_revision(); filled by the manager, which can read the host files
         self.credentials_revisions = {}  # type: Dict[str, str]
+        #: the engine's host name (:func:`engine_host_name`), set by the module once it reached the engine
+        self.host_name = None  # type: Optional[str]
         if self.state == "absent":
             return
         missing = [key for key in REQUIRED_IF_PRESENT if not params.get(key)]
@@ -412,6 +431,7 @@ class CheckpointSpec:
         self.image = ImageRef(params["image"])
         self.trusted_keys = params["trusted_keys"]
         self.env = check_env(params.get("env"), "env")
+        check_host_name_env(self.env, "env")
         self.user = str(params.get("user") or DEFAULTS["user"])
         if self.user.split(":", 1)[0] in ("0", "root"):
             raise SpecError("option user must not be root: the agent runs unprivileged")
@@ -442,12 +462,14 @@ class CheckpointSpec:
             if name.endswith(PREVIOUS_SUFFIX):
                 raise SpecError("option instances: instance names may not end with %r" % PREVIOUS_SUFFIX)
             seen.add(name)
+            env = check_env(item.get("env"), "instances[%s].env" % name)
+            check_host_name_env(env, "instances[%s].env" % name)
             self.instances.append(
                 {
                     "name": name,
                     "identity_key": item["identity_key"],
                     "state_dir": item["state_dir"],
-                    "env": check_env(item.get("env"), "instances[%s].env" % name),
+                    "env": env,
                 }
             )
 
@@ -468,7 +490,8 @@ class CheckpointSpec:
         # type: (Dict[str, Any]) -> Dict[str, str]
         if self.image is None or self.control_plane_url is None:
             raise SpecError("the containers of checkpoint %s are only defined with state=present" % self.checkpoint)
-        env = dict(self.env)
+        env = {HOST_NAME_ENV: self.host_name} if self.host_name else {}
+        env.update(self.env)
         env.update(instance["env"])
         env.update(
             {

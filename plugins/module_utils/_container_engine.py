@@ -144,6 +144,11 @@ class DockerEngine:
             pids=info.get("PidsLimit", True) is not False,
         )
 
+    def host_name(self):
+        # type: () -> Any
+        """The name of the host the engine runs on (``docker info`` ``Name``), as the engine says it."""
+        return self._call("reading the engine's information", self.api.info).get("Name")
+
     # -- images --------------------------------------------------------------------------------
 
     def image(self, reference):

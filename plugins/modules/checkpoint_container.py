@@ -147,6 +147,11 @@ options:
         C(CHECKPOINT_CREDENTIALS_REVISION), C(VANTAGE_STATE_DIR), C(VANTAGE_IMAGE_DIGEST), C(VANTAGE_CONFIG)) are refused.
       - Do not put secrets here - they would be visible in C(docker inspect). The agent's secrets, its identity
         key and the check credentials (O(credentials_file)), are mounted files.
+      - C(VANTAGE_HOST_NAME), the host name the agent reports in its host facts, is set by the module to the Docker
+        engine's name (C(docker info), C(Name) - the name of the host the engine runs on) so that the control plane
+        shows where each instance runs, not the container's id; set it here (or in an instance's C(env)) to report
+        another name, for example the inventory name. It must be 1 to 253 characters C(A-Z), C(a-z), C(0-9), C(.),
+        C(_) and C(-), starting and ending with a letter or digit.
     type: dict
   network:
     description:
@@ -418,6 +423,7 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container impo
     CheckpointSpec,
     SpecError,
     argument_spec,
+    engine_host_name,
 )
 from ansible_collections.vantage.checkpoint.plugins.module_utils._container_deploy import (
     CheckpointDeployment,
@@ -446,7 +452,9 @@ def main():
         module.fail_json(msg="%s: %s" % (missing_required_lib("docker (Python SDK) >= 5.0.3"), problem),
                          exception=DOCKER_IMPORT_ERROR)
     try:
-        result = CheckpointDeployment(spec, DockerEngine(spec.docker_host, spec.api_timeout), module.check_mode).run()
+        engine = DockerEngine(spec.docker_host, spec.api_timeout)
+        spec.host_name = engine_host_name(engine.host_name())
+        result = CheckpointDeployment(spec, engine, module.check_mode).run()
     except EngineError as exc:
         module.fail_json(msg=str(exc))
     except DeployError as exc:

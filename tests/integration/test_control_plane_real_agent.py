@@ -92,6 +92,53 @@ async def test_pair_of_real_agents(tmp_path: Path, server: RunningServer) -> Non
         assert proc.returncode == 0
 
 
+async def test_real_agents_run_checks_sent_as_one_signed_batch(tmp_path: Path, server: RunningServer) -> None:
+    """Checks claimed together leave as one batch per instance; the real agents run them all."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    target = f"127.0.0.1:{listener.getsockname()[1]}"
+    metrics = server.core.metrics.registry
+    procs: list[asyncio.subprocess.Process] = []
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, server.url)
+        try:
+            await api.ok("PUT", "/api/v1/checkpoints/site1", {})
+            (tmp_path / "trusted.json").write_text(json.dumps(await api.ok("GET", "/api/v1/signing-keys")))
+            for name in ("a", "b"):
+                procs.append(await _start_agent(tmp_path, server, api, name))
+            await eventually(lambda: _healthy(api), timeout=15)
+            # the real agent announces batches
+            await eventually(lambda: all(s.has_feature("instruction_batch") for s in server.core.registry.all()))
+            # monitors made while the checkpoint is disabled are all due when it is enabled: one claim
+            await api.ok("POST", "/api/v1/checkpoints/site1/state", {"state": "disabled", "reason": "setup"})
+            ids = [
+                (await api.ok("POST", "/api/v1/monitors", {"name": f"m{n}", "checkpoint": "site1", "type": "tcp",
+                                                           "target": target, "interval_s": 600}))["id"]
+                for n in range(8)
+            ]
+            await api.ok("POST", "/api/v1/checkpoints/site1/state", {"state": "active"})
+            for monitor_id in ids:
+                results = await eventually(lambda m=monitor_id: _results(api, m), timeout=15)
+                assert [(r["attempt"], r["ok"]) for r in results] == [(1, True)]
+            assert {r["instance"] for m in ids for r in await _results(api, m)} == {"a", "b"}
+            assert (metrics.get_sample_value("vantage_cp_instruction_frames_total", {"kind": "instruction_batch"})
+                    or 0) >= 2  # one per instance
+            assert (metrics.get_sample_value("vantage_cp_instruction_frames_total", {"kind": "instruction"})
+                    or 0) == 0
+            rejected = [m for m in metrics.collect() if m.name == "vantage_cp_agent_rejections"]
+            assert all(sample.value == 0 for family in rejected for sample in family.samples)
+        finally:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.terminate()
+            for proc in procs:
+                await asyncio.wait_for(proc.wait(), 15)
+            listener.close()
+    for proc in procs:
+        assert proc.returncode == 0
+
+
 async def _healthy(api: Api) -> dict[str, Any] | None:
     data = await api.ok("GET", "/api/v1/checkpoints/site1/health")
     reported = all(i["version"] for i in data["instances"])  # a heartbeat has arrived from each

@@ -25,7 +25,7 @@ from support.agents import (
 from support.waiting import eventually
 
 from vantage.control_plane.db import Dispatch, Monitor
-from vantage.control_plane.scheduler import prune
+from vantage.control_plane.scheduler import parse_result, prune, record_results
 from vantage.protocol import TrustStore
 
 TCP = {"type": "tcp", "target": "127.0.0.1:9"}
@@ -263,6 +263,31 @@ async def test_a_monitor_that_cannot_be_dispatched_does_not_stop_the_others(
         _agent, instr = await site.next(timeout=5)
         assert instr["body"]["monitor_id"] == healthy["id"]
         await _agent.result(instr, ok=True)
+    await site.close()
+
+
+async def test_a_result_that_cannot_be_stored_does_not_keep_its_group_back(
+    server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """Group commit: results stored together; one whose decision fails is left out, unacknowledged."""
+    site = await Site(server, http).up("a")
+    good, bad = await site.monitor(name="good"), await site.monitor(name="bad")
+    agent = site.agents["a"]
+    assert site.trust is not None
+    first, second = await agent.instruction(site.trust), await agent.instruction(site.trust)
+    by_monitor = {i["body"]["monitor_id"]: i for i in (first, second)}
+
+    def corrupt(db: Session) -> None:  # its retry cannot be signed: deciding its failure raises
+        db.execute(update(Monitor).where(Monitor.id == bad["id"]).values(spec_json="{"))
+
+    await server.core.store.run(corrupt)
+    items = [("site1", "a", parse_result({"id": i["body"]["check_id"], "check_id": i["body"]["check_id"],
+                                          "ok": i["body"]["monitor_id"] == good["id"], "error": "refused"}),
+              time.time()) for i in (by_monitor[bad["id"]], by_monitor[good["id"]])]
+    outcomes = await server.core.store.run(record_results, server.core.context(), items)
+    assert outcomes[0] is None and outcomes[1] is not None and outcomes[1].status == "stored"
+    assert [r["ok"] for r in await site.results(good["id"])] == [True]
+    assert await site.results(bad["id"]) == []  # not stored: its agent sends it again
     await site.close()
 
 

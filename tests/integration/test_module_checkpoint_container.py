@@ -367,6 +367,7 @@ def test_creates_hardened_pair_and_second_run_changes_nothing(
         assert env["VANTAGE_IMAGE_DIGEST"] == images.v1
         assert env["VANTAGE_IDENTITY_KEY"] == "/etc/vantage/identity.pem"
         assert env["VANTAGE_DP_STRIP_IPS"] == "true"
+        assert env["VANTAGE_HOST_NAME"] == engine.api.info()["Name"]  # where it runs, not the container's id
         # the agent could read its keys and write its state as uid 10001
         assert [e[3] for e in cp.events(name)] == ["start"]
 

@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from vantage.control_plane.app import create_app, make_runner
 from vantage.control_plane.config import Settings
 from vantage.control_plane.core import CORE_KEY, ControlPlane
-from vantage.protocol import TrustStore, generate_key, make_hello, public_key_b64, verify
+from vantage.protocol import (
+    INSTRUCTION_BATCH_TYPE,
+    INSTRUCTION_TYPE,
+    TrustStore,
+    generate_key,
+    make_hello,
+    public_key_b64,
+    verify,
+)
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # the test harness's own token
 
@@ -247,6 +255,24 @@ class FakeAgent:
             data: dict[str, Any] = json.loads(payload)
             return data
 
+    async def frame(self, trust: TrustStore, timeout: float = 5.0) -> tuple[str, list[dict[str, Any]]]:
+        """The next instruction frame: its type (``instruction`` or ``instruction_batch``) and the
+        verified payloads it carries (one, or the batch's items); acks are collected on the way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = await self.receive(timeout=max(0.01, deadline - time.monotonic()))
+            if message["type"] == "ack":
+                self.acks.append(message["id"])
+                continue
+            assert message["type"] in ("instruction", "instruction_batch"), message
+            payload_type, payload, _keyid = verify(message["envelope"], trust)
+            data = json.loads(payload)
+            if message["type"] == "instruction":
+                assert payload_type == INSTRUCTION_TYPE
+                return message["type"], [data]
+            assert payload_type == INSTRUCTION_BATCH_TYPE and data["v"] == 1
+            return message["type"], list(data["items"])
+
     async def result(self, instruction: dict[str, Any], ok: bool, error: str | None = None,
                      result_id: str | None = None, **extra: Any) -> None:
         body = instruction["body"]
@@ -326,17 +352,23 @@ class SimAgent:
     answered ``rejected``/``replayed`` and not run again) and an outbox (a result whose socket
     went away is delivered after the next hello, until acknowledged). Running a check is
     simulated: it takes ``delay`` seconds and is ``ok`` unless ``fail(body)`` says otherwise.
-    It connects to the first of ``ws_urls`` that accepts it, starting with the one that served
-    it last, and signs its hellos for ``control_plane`` (the control plane's public URL).
+    With ``batches`` (the default) it announces the ``instruction_batch`` feature and takes
+    signed batches as the real agent does: all of a batch's nonces are new, or the whole batch is
+    refused (one ``rejected`` per item) and none is recorded. It connects to the first of
+    ``ws_urls`` that accepts it, starting with the one that served it last, and signs its hellos
+    for ``control_plane`` (the control plane's public URL).
     """
 
     def __init__(
         self, http: aiohttp.ClientSession, ws_urls: list[str], identity: Identity, control_plane: str,
-        trust: TrustStore, *, delay: float = 0.0, fail: Any = None,
+        trust: TrustStore, *, delay: float = 0.0, fail: Any = None, batches: bool = True,
     ) -> None:
         self.http, self.ws_urls, self.identity, self.control_plane, self.trust = (
             http, list(ws_urls), identity, control_plane, trust)
         self.delay = delay
+        self.batches = batches
+        #: instruction frames received, by type
+        self.frames: dict[str, int] = {}
         self.fail = fail or (lambda body: False)
         self.seen_nonces: set[str] = set()
         self.ran: list[dict[str, Any]] = []  # bodies of the run_check instructions run
@@ -414,7 +446,8 @@ class SimAgent:
     async def _beat(self, ws: aiohttp.ClientWebSocketResponse, interval: float) -> None:
         health = {"version": "0.1.0", "image_digest": None, "uptime_s": 1.0, "healthy": True, "reasons": [],
                   "host": {"hostname": f"sim-{self.identity.instance}", "os": "linux"},
-                  "data_protection": {"strip_content": False, "strip_headers": False, "strip_ips": False}}
+                  "data_protection": {"strip_content": False, "strip_headers": False, "strip_ips": False},
+                  "features": ["instruction_batch"] if self.batches else []}
         while not ws.closed:
             await ws.send_str(json.dumps({"type": "heartbeat", "health": health}))
             await asyncio.sleep(interval)
@@ -427,22 +460,36 @@ class SimAgent:
             if data["type"] == "ack":
                 self.acked.add(data["id"])
                 self.outbox.pop(data["id"], None)
-            elif data["type"] == "instruction":
-                self._instruction(ws, data["envelope"])
+            elif data["type"] in ("instruction", "instruction_batch"):
+                self._instructions(ws, data["type"], data["envelope"])
 
-    def _instruction(self, ws: aiohttp.ClientWebSocketResponse, envelope: dict[str, Any]) -> None:
-        _type, payload, _keyid = verify(envelope, self.trust)
-        instruction = json.loads(payload)
-        if instruction["nonce"] in self.seen_nonces:
-            self.replayed += 1
-            job = asyncio.get_running_loop().create_task(
-                ws.send_str(json.dumps({"type": "rejected", "nonce": instruction["nonce"], "reason": "replayed"})))
+    def _instructions(self, ws: aiohttp.ClientWebSocketResponse, kind: str, envelope: dict[str, Any]) -> None:
+        self.frames[kind] = self.frames.get(kind, 0) + 1
+        payload_type, payload, _keyid = verify(envelope, self.trust)
+        if kind == "instruction":
+            assert payload_type == INSTRUCTION_TYPE
+            instructions = [json.loads(payload)]
         else:
-            self.seen_nonces.add(instruction["nonce"])
-            if instruction["kind"] != "run_check":
-                return
-            self.received_at[instruction["body"]["check_id"]] = time.monotonic()
-            job = asyncio.get_running_loop().create_task(self._run_check(instruction["body"]))
+            assert self.batches and payload_type == INSTRUCTION_BATCH_TYPE
+            instructions = list(json.loads(payload)["items"])
+        nonces = [i["nonce"] for i in instructions]
+        if any(n in self.seen_nonces for n in nonces) or len(set(nonces)) < len(nonces):
+            self.replayed += len(nonces)
+            self._job(self._reject(ws, nonces, "replayed"))
+            return
+        self.seen_nonces.update(nonces)
+        for instruction in instructions:
+            if instruction["kind"] == "run_check":
+                self.received_at[instruction["body"]["check_id"]] = time.monotonic()
+                self._job(self._run_check(instruction["body"]))
+
+    @staticmethod
+    async def _reject(ws: aiohttp.ClientWebSocketResponse, nonces: list[str], reason: str) -> None:
+        for nonce in nonces:  # one "rejected" per item, as the real agent answers a refused batch
+            await ws.send_str(json.dumps({"type": "rejected", "nonce": nonce, "reason": reason}))
+
+    def _job(self, coro: Any) -> None:
+        job = asyncio.get_running_loop().create_task(coro)
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
 

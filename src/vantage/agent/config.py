@@ -56,6 +56,7 @@ class AgentConfig:
     strip_ips: bool = False
     max_concurrency: int = 32
     image_digest: str | None = None
+    host_name: str | None = None
     allow_networks: tuple[str, ...] = ()
     log_level: str = "INFO"
     outbox_max_results: int = 10_000
@@ -123,6 +124,14 @@ def _parse_digest(value: str) -> str | None:
         return None
     if not contract.is_valid("digest", value):
         raise ValueError(f"expected sha256:<64 lowercase hex digits>, got {value!r}")
+    return value
+
+
+def _parse_host_name(value: str) -> str | None:
+    if not value:
+        return None
+    if not contract.is_valid("host_name", value):
+        raise ValueError(f"must be {contract.RULES['host_name'][1]}, got {value!r}")
     return value
 
 
@@ -239,6 +248,14 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "",
         "Digest of the running image (sha256:…), reported in heartbeats.",
+    ),
+    Setting(
+        "host_name",
+        _parse_host_name,
+        False,
+        "",
+        "Name of the host the instance runs on (the Docker host), reported in heartbeats instead of the "
+        "container's own host name.",
     ),
     Setting(
         "allow_networks",

@@ -1,4 +1,10 @@
-"""Facts about the host (as the agent's container sees it) reported in heartbeats."""
+"""Facts about the host (as the agent's container sees it) reported in heartbeats.
+
+A container's own host name is its id (``d65d7d3cc889``), which names nothing an operator
+knows: the deployment tells the agent the name of the host it runs on (``VANTAGE_HOST_NAME``;
+``checkpoint_container`` sets it to the Docker engine's ``docker info`` name), and that is the
+``hostname`` reported. Without it the container's own host name is reported.
+"""
 
 from __future__ import annotations
 
@@ -80,10 +86,11 @@ def cpu_count() -> int | None:
         return os.cpu_count()
 
 
-def host_facts() -> dict[str, Any]:
-    """The ``host`` object of the heartbeat health (see docs/protocol.md)."""
+def host_facts(host_name: str | None = None) -> dict[str, Any]:
+    """The ``host`` object of the heartbeat health (see docs/protocol.md); ``hostname`` is
+    ``host_name`` when the deployment gave one (``VANTAGE_HOST_NAME``)."""
     return {
-        "hostname": socket.gethostname(),
+        "hostname": host_name or socket.gethostname(),
         "os": os_description(),
         "cpu_count": cpu_count(),
         "memory_total_bytes": memory_total_bytes(),

@@ -663,7 +663,7 @@ class Agent:
     def health(self) -> dict[str, Any]:
         """The heartbeat's ``health`` object."""
         if self._host is None:
-            self._host = host_facts()
+            self._host = host_facts(self.config.host_name)
         failures, warnings = self.self_check()
         return {
             "version": __version__,

@@ -15,6 +15,7 @@ import logging
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from vantage.control_plane.alerts import CHECKPOINT_UNAVAILABLE, AlertEvent, Ale
 from vantage.control_plane.auth import TokenStore
 from vantage.control_plane.config import Settings
 from vantage.control_plane.db import Instance, Replica, now
-from vantage.control_plane.instructions import sign_for
+from vantage.control_plane.instructions import BATCH_FEATURE, batches, sign_batch, sign_for, sign_payload
 from vantage.control_plane.keys import SigningKeys
 from vantage.control_plane.metrics import Metrics
 from vantage.control_plane.sessions import (
@@ -38,15 +39,34 @@ from vantage.control_plane.sessions import (
     LiveSession,
     Registry,
     closing_task,
-    send_envelope,
+    ensure_open,
 )
 from vantage.control_plane.store import Store, rowcount
 
 log = logging.getLogger("vantage.control_plane")
 
 PRUNE_EVERY_S = 300.0
+#: the whole pass (membership, timeouts, availability, heartbeats, …) runs at most this often;
+#: claims of due monitors and deliveries for other replicas run every ``--scheduler-tick``
+MAINTENANCE_S = 0.5
 #: due monitors claimed per transaction
 CLAIM_CHUNK = 50
+#: results stored per transaction at most (group commit, :meth:`ControlPlane._store_results`)
+RESULT_BATCH = 200
+#: results waiting to be stored at most; beyond it the sessions wait before reading more
+RESULT_QUEUE_MAX = 2000
+
+
+@dataclass(frozen=True)
+class QueuedResult:
+    """A result read from a session, waiting for the next group commit."""
+
+    session: LiveSession
+    incoming: sched.IncomingResult
+    #: ``time.time()`` when it was read: the result's ``received_at``
+    received_at: float
+    #: ``time.monotonic()`` when it was read
+    read_at: float
 
 
 @dataclass(frozen=True)
@@ -168,8 +188,8 @@ class ControlPlane:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store(settings.db_url)
         self.metrics = Metrics()
+        self.store = Store(settings.db_url, observe=self.metrics.observe_transaction)
         self.alerts = Alerts(self.metrics, settings.webhook_url)
         self.tokens = TokenStore(self.store)
         self.keys = SigningKeys(settings.signing_key_path, self.store)
@@ -182,6 +202,10 @@ class ControlPlane:
         self._background: set[asyncio.Task[Any]] = set()
         self._beats: dict[tuple[str, str], LiveSession] = {}
         self._pruned_at = 0.0
+        self._results: list[QueuedResult] = []
+        self._results_queued = asyncio.Event()
+        self._results_drained = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -201,6 +225,7 @@ class ControlPlane:
         await self.alerts.start()
         await self._refresh_alive()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="vantage-tick")
+        self._committer = asyncio.get_running_loop().create_task(self._store_results(), name="vantage-results")
         log.info("replica %s; signing key id %s; database %s", self.replica_id, self.keys.keyid,
                  self.store.db.url.render_as_string(hide_password=True))
         if shared:
@@ -217,8 +242,15 @@ class ControlPlane:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._committer is not None:  # results read but not stored are not acknowledged: sent again
+            self._committer.cancel()
+            await asyncio.gather(self._committer, return_exceptions=True)
         for task in list(self._background):
             task.cancel()
+        try:  # the health view keeps what the instances said last
+            await self._flush_heartbeats()
+        except Exception:
+            log.exception("storing the last heartbeats failed")
         sessions = self.registry.all()
         for session in sessions:
             self.registry.remove(session)
@@ -240,15 +272,30 @@ class ControlPlane:
     # -- the tick -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Every tick a dispatch pass; the whole pass every ``max(tick, MAINTENANCE_S)``.
+
+        Checks leave as soon as they are due (within a tick), while the bookkeeping that
+        tolerates half a second does not take the database worker every tick.
+        """
+        period = max(self.settings.scheduler_tick, MAINTENANCE_S)
+        maintained = float("-inf")
         while True:
-            await self.tick()
+            if time.monotonic() - maintained >= period:
+                maintained = time.monotonic()
+                await self.tick()
+            else:
+                await self._steps(self._deliver_undelivered, self._dispatch_due)
             await asyncio.sleep(self.settings.scheduler_tick)
 
     async def tick(self) -> None:
-        """One pass. Each step fails on its own: an error is logged and the others go on."""
-        for step in (self._membership, self._flush_heartbeats, self._expire_stale_sessions, self._sync_sessions,
-                     self._deliver_undelivered, self._expire_dispatches, self._check_availability,
-                     self._dispatch_due, self._housekeeping):
+        """One whole pass. Each step fails on its own: an error is logged and the others go on."""
+        await self._steps(self._membership, self._flush_heartbeats, self._expire_stale_sessions, self._sync_sessions,
+                          self._deliver_undelivered, self._expire_dispatches, self._check_availability,
+                          self._dispatch_due, self._housekeeping)
+
+    @staticmethod
+    async def _steps(*steps: Callable[[], Awaitable[None]]) -> None:
+        for step in steps:
             try:
                 await step()
             except asyncio.CancelledError:
@@ -258,7 +305,7 @@ class ControlPlane:
 
     def context(self) -> sched.Context:
         return sched.Context(
-            me=self.replica_id, t=now(), alive=self.alive | {self.replica_id}, key=self.keys.current,
+            me=self.replica_id, t=now(), alive=self.alive | {self.replica_id},
             lifetime=self.settings.instruction_lifetime, result_margin=self.settings.result_margin,
         )
 
@@ -368,23 +415,58 @@ class ControlPlane:
         await self.deliver(effects.deliveries)
 
     async def deliver(self, outbound: list[sched.Outbound]) -> None:
-        """Send the instructions meant for this replica's sessions."""
+        """Send the instructions meant for this replica's sessions, per instance in their order.
+
+        An instance whose latest heartbeat announced ``instruction_batch`` gets its checks of
+        this call as one signed batch (or a few, :func:`~.instructions.batches`), the others
+        one envelope each. Instructions are signed here, while the session's send lock is held:
+        after a key rotation nothing signed by the new key can overtake its ``rotate_key``.
+        """
+        per_session: dict[tuple[str, str], list[sched.Outbound]] = {}
         for out in outbound:
             if out.new:
                 self.metrics.dispatches.labels(attempt=str(out.attempt)).inc()
-            if out.replica_id != self.replica_id:
-                continue  # its replica picks it up
-            session = self.registry.get(out.checkpoint, out.instance)
-            try:
-                if session is None:
-                    raise ConnectionError(f"{out.checkpoint}/{out.instance} is not connected here")
-                await send_envelope(session, out.envelope)
-            except ConnectionError as exc:  # it left meanwhile: its checks move (or wait for it)
-                log.info("check %s not sent: %s", out.check_id, exc)
-                self._background_task(self._reassign(out.checkpoint, out.instance))
+            if out.replica_id == self.replica_id:  # else its replica picks it up
+                per_session.setdefault((out.checkpoint, out.instance), []).append(out)
+        if per_session:
+            await asyncio.gather(*(self._deliver_to(cp, inst, outs) for (cp, inst), outs in per_session.items()))
+
+    async def _deliver_to(self, checkpoint: str, instance: str, outs: list[sched.Outbound]) -> None:
+        session = self.registry.get(checkpoint, instance)
+        try:
+            if session is None:
+                raise ConnectionError(f"{checkpoint}/{instance} is not connected here")
+            await self._send_checks(session, outs)
+        except ConnectionError as exc:  # it left meanwhile: its checks move (or wait for it)
+            log.info("%d check(s) not sent: %s", len(outs), exc)
+            self._background_task(self._reassign(checkpoint, instance))
+        except Exception:  # a payload that cannot be signed: its checks run out at their deadline
+            log.exception("checks %s for %s/%s could not be sent", [o.check_id for o in outs], checkpoint, instance)
+        else:
+            log.debug("sent %d check(s) to %s/%s", len(outs), checkpoint, instance)
+
+    async def _send_checks(self, session: LiveSession, outs: list[sched.Outbound]) -> None:
+        payloads = [out.payload for out in outs]
+        async with session.lock:
+            ensure_open(session)
+            key = self.keys.current
+            if len(payloads) > 1 and session.has_feature(BATCH_FEATURE):
+                for batch in batches(payloads):
+                    if len(batch) == 1:
+                        await self._send_frame(session, "instruction", sign_payload(key, batch[0]))
+                    else:
+                        await self._send_frame(session, "instruction_batch", sign_batch(key, batch))
             else:
-                log.debug("sent check %s (attempt %d) to %s/%s", out.check_id, out.attempt, out.checkpoint,
-                          out.instance)
+                for payload in payloads:
+                    await self._send_frame(session, "instruction", sign_payload(key, payload))
+        sent = time.time()
+        for out in outs:
+            if out.new:
+                self.metrics.dispatch_send.observe(max(0.0, sent - out.dispatched_at))
+
+    async def _send_frame(self, session: LiveSession, kind: str, envelope: dict[str, Any]) -> None:
+        await session.send_locked({"type": kind, "envelope": envelope})
+        self.metrics.instruction_frames.labels(kind=kind).inc()
 
     def _background_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -435,21 +517,27 @@ class ControlPlane:
         await self._reassign(session.checkpoint, session.instance)  # its pending checks go elsewhere now
 
     def heartbeat(self, session: LiveSession, health: dict[str, Any]) -> None:
-        """Keep a heartbeat; the next tick stores it (with every other session's).
+        """Keep a heartbeat; the next whole pass stores it (with every other session's).
 
-        A heartbeat that changes whether the instance is healthy is stored at once: scheduling
-        reads it from the database.
+        A session's first heartbeat (version, host facts) and one that changes whether the
+        instance is healthy are stored at once: scheduling and the health view read them from
+        the database.
         """
-        was_healthy = session.healthy
+        first, was_healthy = session.health is None, session.healthy
         session.last_heartbeat = now()
         session.health = health
         self._beats[(session.checkpoint, session.instance)] = session
-        if session.healthy != was_healthy:
+        if first or session.healthy != was_healthy:
             self._background_task(self._flush_heartbeats())
 
     async def handle_result(self, session: LiveSession, message: dict[str, Any]) -> None:
-        """Store a result once (dedupe by id), ack it after the commit, then retry or alert."""
+        """Queue a result for the next group commit (:meth:`_store_results`), which acks it.
+
+        The session goes on reading meanwhile; only when :data:`RESULT_QUEUE_MAX` results are
+        waiting does it wait for the queue to drain (back-pressure on the agents).
+        """
         incoming = sched.parse_result(message)
+        read_at, received_at = time.monotonic(), now()
         if incoming.id != incoming.check_id:
             # a result is its check's: its id is the check id the control plane chose. Anything
             # else could collide with ids the control plane writes itself (``<check>:timeout``).
@@ -461,8 +549,53 @@ class ControlPlane:
         incoming, changed = sched.protect(incoming, await self._data_protection(session))
         if changed:
             log.warning("%s sent data its data protection should have stripped; dropped", session.name)
-        received = await self.store.run(sched.record_result, self.context(), session.checkpoint, session.instance,
-                                        incoming)
+        while len(self._results) >= RESULT_QUEUE_MAX:
+            self._results_drained.clear()
+            await self._results_drained.wait()
+        self._results.append(QueuedResult(session, incoming, received_at, read_at))
+        self._results_queued.set()
+
+    async def _store_results(self) -> None:
+        """Group commit: store every queued result in one transaction, then ack each and act.
+
+        Results read while a transaction runs go with the next one, so under load one commit
+        covers many results and the database's commit rate, not the result rate, sets the
+        pace. The group takes a few statements; should it fail, each result is decided in a
+        savepoint of its own (:func:`~.scheduler.record_results`): one that cannot be stored is
+        not acknowledged (its agent sends it again) and does not keep the others back.
+        """
+        while True:
+            await self._results_queued.wait()
+            self._results_queued.clear()
+            while self._results:
+                group, self._results = self._results[:RESULT_BATCH], self._results[RESULT_BATCH:]
+                self._results_drained.set()
+                try:
+                    await self._store_group(group)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the task must live on: later results are stored as usual
+                    log.exception("storing %d result(s) failed; those not acknowledged are sent again", len(group))
+
+    async def _store_group(self, group: list[QueuedResult]) -> None:
+        outcomes = await self.store.run(
+            sched.record_results, self.context(),
+            [(q.session.checkpoint, q.session.instance, q.incoming, q.received_at) for q in group],
+        )
+        committed = time.monotonic()
+        effects = sched.Effects()
+        for queued, received in zip(group, outcomes, strict=True):
+            self.metrics.result_commit.observe(committed - queued.read_at)
+            if received is not None:
+                self._count_result(queued, received)
+                effects.add(received.effects)
+        try:
+            await asyncio.gather(*(self._ack(q) for q, r in zip(group, outcomes, strict=True) if r is not None))
+        finally:  # committed: retry or alert even if an ack could not be sent
+            await self.apply(effects)
+
+    def _count_result(self, queued: QueuedResult, received: sched.Received) -> None:
+        incoming, session = queued.incoming, queued.session
         if received.status == "refused":
             log.warning("%s sent result %s for a check not dispatched to it, or cancelled; refused",
                         session.name, incoming.id[:64])
@@ -471,10 +604,13 @@ class ControlPlane:
             self.metrics.duplicate_results.inc()
         else:
             self.metrics.results.labels(ok=str(incoming.ok).lower()).inc()
+
+    async def _ack(self, queued: QueuedResult) -> None:
         try:
-            await session.send({"type": "ack", "id": incoming.id})
-        finally:  # the result is committed: retry or alert even if the ack can no longer be sent
-            await self.apply(received.effects)
+            ensure_open(queued.session)
+            await queued.session.send({"type": "ack", "id": queued.incoming.id})
+        except Exception as exc:  # noqa: BLE001 - stored; the agent sends it again and it is acknowledged then
+            log.info("ack of %s not sent: %s", queued.incoming.id[:64], exc)
 
     async def _data_protection(self, session: LiveSession) -> dict[str, Any]:
         if session.health is not None:
@@ -497,11 +633,11 @@ class ControlPlane:
         if envelope is None:
             raise ConnectionError(f"{session.name} is no longer enrolled")
         if locked:
-            if session.closed or session.ws.closed:
-                raise ConnectionError(f"{session.name} is disconnected")
+            ensure_open(session)
             await session.send_locked({"type": "instruction", "envelope": envelope})
         else:
-            await send_envelope(session, envelope)
+            ensure_open(session)
+            await session.send({"type": "instruction", "envelope": envelope})
 
     async def stored_health(self, checkpoint: str, instance: str) -> dict[str, Any]:
         return await self.store.run(_stored_health, checkpoint, instance)

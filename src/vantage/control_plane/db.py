@@ -158,9 +158,10 @@ class Monitor(Base):
 class Dispatch(Base):
     """One ``run_check`` instruction for one instance, and what became of it.
 
-    The signed envelope is kept, so that whichever replica holds the instance's session can
-    deliver it — again after a reconnect: the agent runs an instruction once (its replay cache
-    refuses the same nonce twice).
+    The instruction's payload (nonce, ``seq``, lifetime, body) is kept, so that whichever
+    replica holds the instance's session can sign and deliver it — again after a reconnect,
+    with the same nonce: the agent runs an instruction once (its replay cache refuses the same
+    nonce twice).
     """
 
     __tablename__ = "dispatches"
@@ -191,7 +192,9 @@ class Dispatch(Base):
     replica_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     #: when a replica handed it to the instance's session (null: not yet)
     sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    envelope_json: Mapped[str] = mapped_column(Text, default="")
+    #: the instruction payload (JSON); the column's name is older than that (it held whole
+    #: signed envelopes, which :func:`~.instructions.stored_payload` still reads)
+    payload_json: Mapped[str] = mapped_column("envelope_json", Text, default="")
     #: how many times this check has moved to another instance because its own went away
     moves: Mapped[int] = mapped_column(Integer, default=0)
 

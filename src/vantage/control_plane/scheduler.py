@@ -35,8 +35,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy import and_, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from vantage.checks import DataProtection
@@ -46,11 +45,13 @@ from vantage.control_plane.alerts import (
     AlertEvent,
     close_alert,
     open_alert,
+    open_subjects,
 )
 from vantage.control_plane.db import Checkpoint, Dispatch, Instance, Monitor, Replica, Result, now
-from vantage.control_plane.instructions import sign, take_seq
+from vantage.control_plane.instructions import stored_payload, take_seq
 from vantage.control_plane.sessions import DATA_PROTECTION_FIELDS, SessionError
 from vantage.control_plane.store import rowcount
+from vantage.protocol import instruction_payload
 
 log = logging.getLogger("vantage.control_plane.scheduler")
 
@@ -184,15 +185,22 @@ def choose(candidates: list[Candidate], *, avoid: str | None, strict: bool = Fal
 
 @dataclass(frozen=True)
 class Outbound:
-    """An instruction to hand to the session of ``checkpoint/instance`` (held by ``replica_id``)."""
+    """An instruction to hand to the session of ``checkpoint/instance`` (held by ``replica_id``).
+
+    ``payload`` is the instruction's payload, not yet signed: the replica holding the session
+    signs it when it sends it, alone or together with the other checks for that instance in
+    one batch (:meth:`~.core.ControlPlane.deliver`).
+    """
 
     check_id: str
     checkpoint: str
     instance: str
     replica_id: str
-    envelope: dict[str, Any]
+    payload: dict[str, Any]
     attempt: int
     new: bool = True
+    #: ``time.time()`` when the dispatch row was made (the start of its dispatch latency)
+    dispatched_at: float = 0.0
 
 
 @dataclass
@@ -223,7 +231,6 @@ class Context:
     me: str
     t: float
     alive: frozenset[str]
-    key: Ed25519PrivateKey
     lifetime: int
     result_margin: float
 
@@ -255,40 +262,98 @@ def candidates(db: Session, checkpoint: str, alive: frozenset[str]) -> list[Cand
     ]
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A ``run_check`` to record: ``monitor`` on ``target``."""
+
+    monitor: Monitor
+    target: Candidate
+    attempt: int
+    #: > 0: it replaces a check lost with its instance (the monitor's schedule is left alone)
+    moves: int = 0
+
+
+def new_dispatches(db: Session, ctx: Context, planned: list[Planned]) -> list[Outbound]:
+    """Record ``run_check`` instructions: one ``seq`` reservation per instance, one INSERT for all rows.
+
+    Each row keeps its instruction's payload (with its nonce and ``seq``); the replica holding
+    the instance's session signs it when it sends it. Checks for an instance that is no longer
+    enrolled are left out. The monitor rows are updated here, so every dispatch takes its
+    monitor's row lock: a claim by another replica skips the monitor meanwhile.
+    """
+    wanted: dict[tuple[str, str], int] = {}
+    for plan in planned:
+        key = (plan.monitor.checkpoint, plan.target.name)
+        wanted[key] = wanted.get(key, 0) + 1
+    next_seq: dict[tuple[str, str], int] = {}
+    for (checkpoint, instance), count in sorted(wanted.items()):  # a fixed order of row locks
+        last = take_seq(db, checkpoint, instance, count)
+        if last is not None:
+            next_seq[(checkpoint, instance)] = last - count + 1
+    t = now()
+    rows: list[dict[str, Any]] = []
+    out: list[Outbound] = []
+    for plan in planned:
+        monitor, target = plan.monitor, plan.target
+        key = (monitor.checkpoint, target.name)
+        if key not in next_seq:
+            continue
+        seq, next_seq[key] = next_seq[key], next_seq[key] + 1
+        monitor.last_instance = target.name
+        due_at = None
+        if plan.attempt == 1 and not plan.moves:
+            due_at = monitor.next_due
+            due = monitor.next_due + monitor.interval_s
+            monitor.next_due = due if due > ctx.t else ctx.t + monitor.interval_s
+        check_id = str(uuid.uuid4())
+        body = {"check_id": check_id, "monitor_id": monitor.id, "attempt": plan.attempt, "check": monitor.spec}
+        payload = instruction_payload(iss=target.iss, aud=f"{monitor.checkpoint}/{target.name}", kind="run_check",
+                                      body=body, seq=seq, lifetime=ctx.lifetime)
+        rows.append({
+            "check_id": check_id, "monitor_id": monitor.id, "checkpoint": monitor.checkpoint,
+            "instance": target.name, "attempt": plan.attempt, "dispatched_at": t, "due_at": due_at,
+            "deadline": t + monitor.timeout_s + ctx.result_margin, "status": "pending",
+            "replica_id": target.replica_id, "sent_at": t if target.replica_id == ctx.me else None,
+            "payload_json": json.dumps(payload, separators=(",", ":")), "moves": plan.moves,
+        })
+        out.append(Outbound(check_id, monitor.checkpoint, target.name, target.replica_id, payload, plan.attempt,
+                            dispatched_at=t))
+    if rows:
+        db.execute(insert(Dispatch), rows)
+    return out
+
+
 def new_dispatch(
     db: Session, ctx: Context, monitor: Monitor, target: Candidate, *, attempt: int, moves: int = 0
 ) -> Outbound | None:
-    """Record and sign one ``run_check`` for ``target``; None when the instance is gone.
+    """One :func:`new_dispatches`; None when the instance is gone."""
+    out = new_dispatches(db, ctx, [Planned(monitor, target, attempt, moves)])
+    return out[0] if out else None
 
-    ``moves`` > 0: it replaces a check lost with its instance (the monitor's schedule is left
-    alone). The monitor row is updated here, so every dispatch takes the monitor's row lock
-    first: a claim by another replica skips the monitor meanwhile.
+
+def dispatch_isolated(db: Session, ctx: Context, planned: list[Planned]) -> list[Outbound]:
+    """:func:`new_dispatches` for all of ``planned`` at once, or one by one when that fails.
+
+    One monitor that cannot be dispatched must not stop the others: after a failure of the
+    whole, each is tried in a savepoint of its own, and one that fails again is logged and
+    skipped until its next due time.
     """
-    monitor.last_instance = target.name
-    due_at = None
-    if attempt == 1 and not moves:
-        due_at = monitor.next_due
-        due = monitor.next_due + monitor.interval_s
-        monitor.next_due = due if due > ctx.t else ctx.t + monitor.interval_s
-    seq = take_seq(db, monitor.checkpoint, target.name)
-    if seq is None:
-        return None
-    check_id = str(uuid.uuid4())
-    body = {"check_id": check_id, "monitor_id": monitor.id, "attempt": attempt, "check": monitor.spec}
-    envelope = sign(ctx.key, iss=target.iss, checkpoint=monitor.checkpoint, instance=target.name,
-                    kind="run_check", body=body, seq=seq, lifetime=ctx.lifetime)
-    local = target.replica_id == ctx.me
-    t = now()  # this row's own moment: a claim signs many
-    db.add(
-        Dispatch(
-            check_id=check_id, monitor_id=monitor.id, checkpoint=monitor.checkpoint, instance=target.name,
-            attempt=attempt, dispatched_at=t, due_at=due_at,
-            deadline=t + monitor.timeout_s + ctx.result_margin,
-            status="pending", replica_id=target.replica_id, sent_at=t if local else None,
-            envelope_json=json.dumps(envelope, separators=(",", ":")), moves=moves,
-        )
-    )
-    return Outbound(check_id, monitor.checkpoint, target.name, target.replica_id, envelope, attempt)
+    if not planned:
+        return []
+    try:
+        with db.begin_nested():
+            return new_dispatches(db, ctx, planned)
+    except Exception:
+        log.exception("dispatching %d checks together failed; dispatching them one by one", len(planned))
+    out: list[Outbound] = []
+    for plan in planned:
+        try:
+            with db.begin_nested():
+                out.extend(new_dispatches(db, ctx, [plan]))
+        except Exception:
+            log.exception("monitor %s cannot be dispatched; skipped until its next due time", plan.monitor.id)
+            plan.monitor.next_due = ctx.t + plan.monitor.interval_s
+    return out
 
 
 # --- transactions ------------------------------------------------------------------------------
@@ -323,6 +388,7 @@ def claim_due(db: Session, ctx: Context, batch: int) -> Effects:
         ).all()
     )
     by_checkpoint: dict[str, list[Candidate]] = {}
+    planned: list[Planned] = []
     for monitor in due:
         if monitor.id in still_busy:
             continue
@@ -332,16 +398,9 @@ def claim_due(db: Session, ctx: Context, batch: int) -> Effects:
         target = choose([c for c in pool if c.healthy], avoid=monitor.last_instance)
         if target is None:
             continue  # stays due; the checkpoint's state and alert tell why
-        try:
-            with db.begin_nested():  # one monitor that cannot be dispatched must not stop the others
-                out = new_dispatch(db, ctx, monitor, target, attempt=1)
-        except Exception:
-            log.exception("monitor %s cannot be dispatched; skipped until its next due time", monitor.id)
-            monitor.next_due = ctx.t + monitor.interval_s
-            continue
-        if out is not None:
-            effects.deliveries.append(out)
-            pool[pool.index(target)] = replace(target, pending=target.pending + 1)
+        planned.append(Planned(monitor, target, attempt=1))
+        pool[pool.index(target)] = replace(target, pending=target.pending + 1)
+    effects.deliveries.extend(dispatch_isolated(db, ctx, planned))
     return effects
 
 
@@ -408,6 +467,86 @@ def record_result(db: Session, ctx: Context, checkpoint: str, instance: str, inc
     if d.status == "pending":  # a late result (after a timeout or a move) is stored, nothing more
         d.status = "done"
         received.effects = outcome(db, ctx, d.monitor_id, instance, d.attempt, ok=incoming.ok, error=incoming.error)
+    return received
+
+
+def record_results(
+    db: Session, ctx: Context, items: list[tuple[str, str, IncomingResult, float]]
+) -> list[Received | None]:
+    """Store each ``(checkpoint, instance, result, received_at)`` like :func:`record_result`, in one transaction.
+
+    The usual case — results of pending checks — takes a few statements for the whole group
+    (:func:`_record_together`). Should that fail, each result is decided in a savepoint of its
+    own: one that fails again (logged; None in its place, so it is not acknowledged and its
+    agent sends it again) does not undo or stop the others.
+    """
+    try:
+        with db.begin_nested():
+            return list(_record_together(db, ctx, items))
+    except Exception:
+        log.exception("storing %d results together failed; storing them one by one", len(items))
+    outcomes: list[Received | None] = []
+    for checkpoint, instance, incoming, received_at in items:
+        try:
+            with db.begin_nested():
+                outcomes.append(record_result(db, replace(ctx, t=received_at), checkpoint, instance, incoming))
+        except Exception:
+            log.exception("result %s of %s/%s could not be stored", incoming.id[:64], checkpoint, instance)
+            outcomes.append(None)
+    return outcomes
+
+
+def _record_together(db: Session, ctx: Context, items: list[tuple[str, str, IncomingResult, float]]) -> list[Received]:
+    """:func:`record_result` for many results: the rows read, locked and written a statement each.
+
+    Dispatch rows, then monitor rows, are locked in key order (as one result at a time would
+    lock them). A success needs nothing more unless its monitor has an open ``monitor_down``
+    (or failed earlier in this group); a failure goes through :func:`outcome` (retry or alert).
+    """
+    check_ids = sorted({incoming.check_id for _cp, _inst, incoming, _t in items})
+    dispatches = {
+        d.check_id: d
+        for d in db.scalars(
+            select(Dispatch).where(Dispatch.check_id.in_(check_ids)).order_by(Dispatch.check_id).with_for_update()
+        ).all()
+    }
+    stored = set(db.scalars(select(Result.id).where(Result.id.in_([i.id for _c, _n, i, _t in items]))).all())
+    received: list[Received] = []
+    rows: list[dict[str, Any]] = []
+    decided: list[tuple[Received, Dispatch, IncomingResult, float]] = []
+    for checkpoint, instance, incoming, received_at in items:
+        d = dispatches.get(incoming.check_id)
+        if d is None or (d.checkpoint, d.instance) != (checkpoint, instance) or d.status == "cancelled":
+            received.append(Received("refused"))
+            continue
+        if incoming.id in stored:
+            received.append(Received("duplicate"))
+            continue
+        stored.add(incoming.id)
+        rows.append({
+            "id": incoming.id, "monitor_id": d.monitor_id, "check_id": incoming.check_id, "checkpoint": checkpoint,
+            "instance": instance, "attempt": d.attempt, "ok": incoming.ok, "error": incoming.error,
+            "duration_ms": incoming.duration_ms, "started_at": incoming.started_at,
+            "phases_json": json.dumps(incoming.phases), "details_json": json.dumps(incoming.details),
+            "received_at": received_at,
+        })
+        result = Received("stored")
+        received.append(result)
+        if d.status == "pending":  # a late result (after a timeout or a move) is stored, nothing more
+            d.status = "done"
+            decided.append((result, d, incoming, received_at))
+    if rows:
+        db.execute(insert(Result), rows)
+    monitor_ids = sorted({d.monitor_id for _r, d, _i, _t in decided})
+    if monitor_ids:
+        db.execute(select(Monitor.id).where(Monitor.id.in_(monitor_ids)).order_by(Monitor.id).with_for_update())
+    attention = open_subjects(db, MONITOR_DOWN, monitor_ids)
+    for result, d, incoming, received_at in decided:
+        if incoming.ok and d.monitor_id not in attention:
+            continue  # nothing to close, nothing to retry
+        result.effects = outcome(db, replace(ctx, t=received_at), d.monitor_id, d.instance, d.attempt,
+                                 ok=incoming.ok, error=incoming.error)
+        attention.add(d.monitor_id)  # a later result of the same monitor in this group looks again
     return received
 
 
@@ -528,8 +667,8 @@ def pending_for(db: Session, ctx: Context, checkpoint: str, instance: str) -> li
 
 
 def _outbound(d: Dispatch, replica: str) -> Outbound:
-    return Outbound(d.check_id, d.checkpoint, d.instance, replica, json.loads(d.envelope_json), d.attempt,
-                    new=False)
+    return Outbound(d.check_id, d.checkpoint, d.instance, replica, stored_payload(d.payload_json), d.attempt,
+                    new=False, dispatched_at=d.dispatched_at)
 
 
 def availability(db: Session, ctx: Context, grace: float) -> Effects:

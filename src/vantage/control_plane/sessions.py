@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -88,6 +89,10 @@ class LiveSession:
         """No heartbeat yet this session, or the latest did not say ``healthy: false``."""
         return self.health is None or self.health.get("healthy") is not False
 
+    def has_feature(self, feature: str) -> bool:
+        """The latest heartbeat of this session announced ``feature`` (none before the first)."""
+        return self.health is not None and feature in self.health.get("features", ())
+
     def last_sign_of_life(self) -> float:
         return self.last_heartbeat if self.last_heartbeat is not None else self.connected_at
 
@@ -153,6 +158,9 @@ class Registry:
 
 HOST_FIELDS = ("hostname", "os", "cpu_count", "memory_total_bytes", "dns_servers", "timezone")
 DATA_PROTECTION_FIELDS = ("strip_content", "strip_headers", "strip_ips")
+#: a feature name an agent may announce; anything else in ``features`` is dropped
+FEATURE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+MAX_FEATURES = 16
 
 
 def _short(value: Any, limit: int = 256) -> str | None:
@@ -163,6 +171,14 @@ def _num(value: Any) -> float | int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return value
+
+
+def _features(value: Any) -> list[str]:
+    """The announced feature names: short lower-case tokens, at most :data:`MAX_FEATURES`, no repeats."""
+    if not isinstance(value, list):
+        return []
+    names = [f for f in value[:MAX_FEATURES] if isinstance(f, str) and FEATURE_NAME.fullmatch(f)]
+    return list(dict.fromkeys(names))
 
 
 def sanitize_health(health: Any) -> dict[str, Any]:
@@ -191,6 +207,7 @@ def sanitize_health(health: Any) -> dict[str, Any]:
         "reasons": [r[:300] for r in reasons[:20] if isinstance(r, str)],
         "host": host,
         "data_protection": {name: dp_in.get(name) is True for name in DATA_PROTECTION_FIELDS},
+        "features": _features(health.get("features")),
     }
 
 
@@ -452,11 +469,10 @@ async def _serve(host: SessionHost, session: LiveSession) -> None:
             log.info("%s sent an unknown message type %r; ignored", session.name, kind[:32])
 
 
-async def send_envelope(session: LiveSession, envelope: dict[str, Any]) -> None:
-    """Send a signed instruction to ``session`` (:class:`ConnectionError` when the socket is gone)."""
+def ensure_open(session: LiveSession) -> None:
+    """:class:`ConnectionError` when ``session``'s socket is gone."""
     if session.closed or session.ws.closed:
         raise ConnectionError(f"{session.name} is disconnected")
-    await session.send({"type": "instruction", "envelope": envelope})
 
 
 def closing_task(session: LiveSession, code: int, reason: str) -> None:
@@ -478,6 +494,6 @@ __all__ = [
     "SessionHost",
     "agent_connect",
     "closing_task",
+    "ensure_open",
     "sanitize_health",
-    "send_envelope",
 ]

@@ -36,6 +36,8 @@ T = TypeVar("T")
 #: PostgreSQL error codes worth a retry: serialization_failure, deadlock_detected
 RETRYABLE = frozenset({"40001", "40P01"})
 RETRIES = 3
+#: ``(transaction name, seconds waiting for a worker, seconds running)``
+Observer = Callable[[str, float, float], None]
 
 
 def _retryable(exc: DBAPIError) -> bool:
@@ -46,10 +48,12 @@ def _retryable(exc: DBAPIError) -> bool:
 class Store:
     """The database, reached through a worker pool."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, observe: Observer | None = None) -> None:
         self.db = Database(url)
         workers = 1 if self.db.is_sqlite else DB_WORKERS
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vantage-db")
+        #: told (on the worker) how long each transaction waited for a worker and how long it ran
+        self._observe = observe
 
     @property
     def is_sqlite(self) -> bool:
@@ -58,7 +62,18 @@ class Store:
     async def run(self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(session, *args, **kwargs)`` in one transaction on a worker thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: self.call(fn, *args, **kwargs))
+        submitted = time.monotonic()
+
+        def job() -> T:
+            if self._observe is None:
+                return self.call(fn, *args, **kwargs)
+            started = time.monotonic()
+            try:
+                return self.call(fn, *args, **kwargs)
+            finally:
+                self._observe(_name(fn), started - submitted, time.monotonic() - started)
+
+        return await loop.run_in_executor(self._pool, job)
 
     def call(self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """The same, on the calling thread (start-up and shutdown, before and after the loop runs)."""
@@ -84,7 +99,7 @@ class Store:
 
 
 def _name(fn: Any) -> str:
-    return getattr(fn, "__qualname__", repr(fn))
+    return str(getattr(fn, "__qualname__", type(fn).__name__))
 
 
 def rowcount(result: Any) -> int:

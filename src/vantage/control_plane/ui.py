@@ -43,6 +43,14 @@ from vantage.control_plane.auth import allows, hash_token, token_row
 from vantage.control_plane.core import ControlPlane
 from vantage.control_plane.db import Alert, Checkpoint, Monitor, now
 from vantage.control_plane.health import ACTIVE, DISABLED, MAINTENANCE, UNAVAILABLE, checkpoint_health
+from vantage.control_plane.ui_monitors import (
+    CHART_HOURS,
+    LastResult,
+    MonitorView,
+    chart_svg,
+    fmt_ms,
+    monitor_views,
+)
 from vantage.control_plane.web_common import core_of
 
 log = logging.getLogger("vantage.control_plane.ui")
@@ -98,6 +106,10 @@ FAVICON = (
     'fill="none"/></svg>'
 )
 DATA_PROTECTION_LABELS = (("strip_content", "content"), ("strip_headers", "headers"), ("strip_ips", "IPs"))
+#: a monitor state's badge colour
+STATE_BADGE = {"up": "ok", "down": "bad", "failing": "warn", "pending": "off", "paused": "off"}
+#: a longer error is cut on the page (in full on hover)
+MAX_ERROR_CHARS = 300
 
 
 # --- sessions ------------------------------------------------------------------------------------
@@ -343,11 +355,12 @@ def add_ui_routes(app: web.Application) -> None:
 
 @dataclass(frozen=True)
 class CheckpointView:
-    """One checkpoint: its description and labels, and the REST health answer for it."""
+    """One checkpoint: its description and labels, the REST health answer for it, its monitors."""
 
     description: str
     labels: dict[str, str]
     health: dict[str, Any]
+    monitors: list[MonitorView] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -368,10 +381,12 @@ def _collect(db: Session, alive: frozenset[str], keyid: str) -> PageData:
     t = now()
     views: list[CheckpointView] = []
     names = list(db.scalars(select(Checkpoint.name).order_by(Checkpoint.name)).all())
+    admin_states = {row.name: row.admin_state for row in db.execute(select(Checkpoint.name, Checkpoint.admin_state))}
+    per_checkpoint = monitor_views(db, admin_states, t)
     for name in names:
         cp, instances = load_checkpoint(db, name)
         health = checkpoint_health(cp, instances, alive, t)
-        views.append(CheckpointView(cp.description or "", cp.labels, health))
+        views.append(CheckpointView(cp.description or "", cp.labels, health, per_checkpoint.get(name, [])))
     open_alerts = list_alerts(db, open_only=True, limit=OPEN_ALERTS_SHOWN)
     closed_alerts = list_alerts(db, open_only=False, limit=CLOSED_ALERTS_SHOWN)
     monitor_ids = {a.subject for a in [*open_alerts, *closed_alerts] if a.kind == "monitor_down"}
@@ -524,6 +539,65 @@ def _instance_row(inst: dict[str, Any], reference: float) -> str:
     )
 
 
+def _chart_cell(view: MonitorView) -> str:
+    values = [b.avg_ms for b in view.chart if b.avg_ms is not None]
+    if not view.chart:
+        return f'<span class="muted">no result in the last {CHART_HOURS} h</span>'
+    if values:
+        caption = f"avg {fmt_ms(sum(values) / len(values))} · peak {fmt_ms(max(values))} · last {CHART_HOURS} h"
+    else:
+        caption = f"no successful result in the last {CHART_HOURS} h"
+    return f'{chart_svg(view.chart)}<div class="chart-caption muted">{esc(caption)}</div>'
+
+
+def _last_cell(last: LastResult | None, reference: float) -> str:
+    if last is None:
+        return '<span class="muted">no result yet</span>'
+    verdict = '<span class="badge ok">ok</span>' if last.ok else '<span class="badge bad">error</span>'
+    duration = f" · {esc(fmt_ms(last.duration_ms))}" if last.duration_ms is not None else ""
+    retry = " · attempt 2" if last.attempt >= 2 else ""
+    return (f'{verdict}{duration}<div class="muted" title="{esc(fmt_time(last.received_at))}">'
+            f"{esc(fmt_age(last.received_at, reference))} on {esc(last.instance)}{retry}</div>")
+
+
+def _uptime_cell(view: MonitorView) -> str:
+    uptime = view.uptime
+    if uptime is None:
+        return '<span class="muted">no check in 24 h</span>'
+    # rounded down: 99.999 % is not shown as 100 %
+    figure = "100 %" if uptime == 1 else f"{int(uptime * 10000) / 100:.2f} %"
+    return f'<strong>{figure}</strong><div class="muted nowrap">{view.checks_24h} checks, {view.down_24h} down</div>'
+
+
+def _monitors_table(views: list[MonitorView], reference: float) -> str:
+    """The monitors block of one checkpoint's section."""
+    if not views:
+        return '<h3>Monitors</h3><p class="muted">No monitor runs on this checkpoint.</p>'
+    rows = []
+    for v in views:
+        error = v.last.error if v.last is not None and not v.last.ok and v.last.error else ""
+        shown = error if len(error) <= MAX_ERROR_CHARS else error[:MAX_ERROR_CHARS] + "…"
+        error_cell = (f'<span class="error-text" title="{esc(error)}">{esc(shown)}</span>' if error
+                      else '<span class="muted">—</span>')
+        rows.append(
+            f'<tr class="monitor" data-monitor="{esc(v.id)}" data-state="{esc(v.state)}" '
+            f'data-down="{str(v.down).lower()}">'
+            f'<td><strong>{esc(v.name)}</strong><div class="muted"><span class="mono">{esc(v.type)}</span> '
+            f'{esc(v.target)}</div><div class="muted">every {esc(f"{v.interval_s:g}")} s</div></td>'
+            f'<td><span class="badge {STATE_BADGE.get(v.state, "off")}">{esc(v.state)}</span></td>'
+            f"<td>{_last_cell(v.last, reference)}</td>"
+            f'<td class="error-cell">{error_cell}</td>'
+            f"<td>{_uptime_cell(v)}</td>"
+            f'<td class="chart-cell">{_chart_cell(v)}</td></tr>'
+        )
+    return (
+        f'<h3>Monitors <span class="muted">({len(views)})</span></h3>'
+        '<table class="monitors"><thead><tr><th>monitor</th><th>state</th><th>last result</th><th>error</th>'
+        f"<th>uptime 24 h</th><th>response time, last {CHART_HOURS} h</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
 def _checkpoint_section(view: CheckpointView, reference: float) -> str:
     h = view.health
     name = h["checkpoint"]
@@ -552,7 +626,8 @@ def _checkpoint_section(view: CheckpointView, reference: float) -> str:
         f'data-state="{esc(h["state"])}" data-healthy="{str(bool(h.get("healthy"))).lower()}">'
         f'<div class="card-head"><h2>{esc(name)}</h2>{_badge(h["state"])}{overall}'
         f'<span class="muted">{connected} of {len(instances)} instances connected</span></div>'
-        f"{description}{label_line}{_reasons(h.get('reasons') or [])}{table}</section>"
+        f"{description}{label_line}{_reasons(h.get('reasons') or [])}{table}"
+        f"{_monitors_table(view.monitors, reference)}</section>"
     )
 
 

@@ -37,6 +37,7 @@ def test_minimal_configuration_and_defaults(env: dict[str, str]) -> None:
     assert config.max_concurrency == 32
     assert (config.strip_content, config.strip_headers, config.strip_ips) == (False, False, False)
     assert config.ca_bundle is None and config.image_digest is None and config.allow_networks == ()
+    assert config.host_name is None
 
 
 @pytest.mark.parametrize(
@@ -53,6 +54,8 @@ def test_minimal_configuration_and_defaults(env: dict[str, str]) -> None:
         ("VANTAGE_MAX_CONCURRENCY", "0", "between"),
         ("VANTAGE_MAX_CONCURRENCY", "lots", "integer"),
         ("VANTAGE_IMAGE_DIGEST", "sha256:xyz", "sha256:"),
+        ("VANTAGE_HOST_NAME", "host\n", "1 to 253 characters"),
+        ("VANTAGE_HOST_NAME", "<b>host</b>", "1 to 253 characters"),
         ("VANTAGE_ALLOW_NETWORKS", "10.0.0.0/8,not-a-net", "not-a-net"),
         ("VANTAGE_ALLOW_NETWORKS", "10.0.0.1/8", "host bits"),
         ("VANTAGE_LOG_LEVEL", "chatty", "DEBUG"),
@@ -98,8 +101,10 @@ def test_all_settings(env: dict[str, str], tmp_path: Path) -> None:
         VANTAGE_IMAGE_DIGEST="sha256:" + "0" * 64,
         VANTAGE_ALLOW_NETWORKS=" 169.254.10.0/24, fd00::/8 ,",
         VANTAGE_LOG_LEVEL="debug",
+        VANTAGE_HOST_NAME="vantage-sandbox-host1",
     )
     config, _ = load_config(env)
+    assert config.host_name == "vantage-sandbox-host1"
     assert config.ca_bundle == tmp_path / "ca.pem"
     assert (config.strip_content, config.strip_headers, config.strip_ips) == (True, True, True)
     assert config.max_concurrency == 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -154,3 +155,8 @@ def test_host_facts_shape() -> None:
     assert set(facts) == {"hostname", "os", "cpu_count", "memory_total_bytes", "dns_servers", "timezone"}
     json.dumps(facts)
     assert isinstance(facts["cpu_count"], int) and facts["cpu_count"] >= 1
+    assert facts["hostname"] == socket.gethostname()  # the container's own, when no host name is set
+
+
+def test_host_facts_name_the_host_the_deployment_gave() -> None:
+    assert host_facts("vantage-sandbox-host1")["hostname"] == "vantage-sandbox-host1"

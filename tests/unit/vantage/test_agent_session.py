@@ -237,11 +237,12 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 async def test_handshake_heartbeat_and_status(
     cp: FakeControlPlane, start_agent: AgentFactory, tmp_path: Path
 ) -> None:
-    await start_agent(VANTAGE_IMAGE_DIGEST="sha256:" + "a" * 64)
+    await start_agent(VANTAGE_IMAGE_DIGEST="sha256:" + "a" * 64, VANTAGE_HOST_NAME="docker-host-7")
     beat = await cp.next("heartbeat")
     assert not cp.hello_errors
     health = beat["health"]
     assert health["image_digest"] == "sha256:" + "a" * 64
+    assert health["host"]["hostname"] == "docker-host-7"  # the Docker host's name, not the container's
     assert health["healthy"] is True and health["reasons"] == []
     assert set(health["host"]) == {
         "hostname",

@@ -64,6 +64,10 @@ PINNED_IMAGES = {
 }
 KEY_IDS = {"valid": ["0123456789abcdef"], "invalid": ["0123456789ABCDEF", "0123456789abcde", "0123456789abcdef\n"]}
 CHANNELS = {"valid": ["stable", "Beta.2", "lts_2026"], "invalid": ["", ".x", "stable\n", "a" * 65, "st able"]}
+HOST_NAMES = {
+    "valid": ["vantage-sandbox-host1", "WIN-7K2J3ABC", "docker01.example.com", "h", "a_b", "a" * 253],
+    "invalid": ["", "-host", "host-", "host.", "ho st", "host\n", "d65d7d3cc889\n", "<script>", "a" * 254, "hôte", None],
+}
 VERSIONS = {"valid": ["1", "1.2.3", "10.0.0.1"], "invalid": ["", "1.", "v1", "1.2.3\n", "1..2", "1.2.3-rc1"]}
 
 RULE_TABLE = {
@@ -74,6 +78,7 @@ RULE_TABLE = {
     "key_id": KEY_IDS,
     "channel": CHANNELS,
     "version": VERSIONS,
+    "host_name": HOST_NAMES,
 }
 
 URLS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 from unittest.mock import MagicMock
@@ -27,9 +28,11 @@ from vantage.control_plane.auth import (
 )
 from vantage.control_plane.db import Checkpoint, Instance
 from vantage.control_plane.health import OFFLINE, Presence, checkpoint_health, checkpoint_state, presence
+from vantage.control_plane.instructions import BATCH_BYTES, BATCH_ITEMS, batches, sign_payload, stored_payload
 from vantage.control_plane.scheduler import Candidate, IncomingResult, choose, parse_result, protect
 from vantage.control_plane.sessions import LiveSession, Registry, SessionError, TokenBucket, sanitize_health
 from vantage.control_plane.store import Store
+from vantage.protocol import generate_key, instruction_payload
 
 # --- tokens and scopes ----------------------------------------------------------------------
 
@@ -221,6 +224,40 @@ def test_sanitize_health_keeps_documented_fields_only() -> None:
     assert sanitize_health({"healthy": "true"})["healthy"] is False
     with pytest.raises(SessionError):
         sanitize_health("nope")
+
+
+def test_sanitize_health_keeps_announced_features_bounded() -> None:
+    assert sanitize_health({"features": ["instruction_batch"]})["features"] == ["instruction_batch"]
+    hostile = ["instruction_batch", "instruction_batch", "UPPER", "x" * 33, "<script>", 7, None, {"a": 1}, "ok_2"]
+    assert sanitize_health({"features": hostile})["features"] == ["instruction_batch", "ok_2"]
+    assert sanitize_health({"features": [f"f{n}" for n in range(100)]})["features"] == [f"f{n}" for n in range(16)]
+    for not_a_list in ("instruction_batch", {"instruction_batch": True}, 1, None):
+        assert sanitize_health({"features": not_a_list})["features"] == []
+    assert sanitize_health({})["features"] == []
+    session = _session("a")
+    assert not session.has_feature("instruction_batch")  # nothing announced before the first heartbeat
+    session.health = sanitize_health({"features": ["instruction_batch"]})
+    assert session.has_feature("instruction_batch") and not session.has_feature("other")
+
+
+def test_batches_are_bounded_in_items_and_bytes() -> None:
+    small = [{"n": n} for n in range(150)]
+    assert [len(b) for b in batches(small)] == [BATCH_ITEMS, BATCH_ITEMS, 150 - 2 * BATCH_ITEMS]
+    assert [p for b in batches(small) for p in b] == small  # order kept
+    big = [{"n": n, "pad": "x" * (BATCH_BYTES // 3)} for n in range(7)]
+    assert [len(b) for b in batches(big)] == [2, 2, 2, 1]
+    huge = [{"pad": "x" * (BATCH_BYTES + 1)}, {"n": 1}]
+    assert [len(b) for b in batches(huge)] == [1, 1]  # one oversized payload still goes, alone
+    assert list(batches([])) == []
+
+
+def test_stored_payload_reads_payloads_and_older_envelopes() -> None:
+    key = generate_key()
+    payload = instruction_payload(iss="https://cp", aud="cp/a", kind="ping", body={}, seq=3)
+    assert stored_payload(json.dumps(payload)) == payload
+    envelope = sign_payload(key, payload)  # a row written when whole envelopes were stored
+    assert stored_payload(json.dumps(envelope)) == payload
+    assert sign_payload(key, payload) == envelope  # same payload bytes: a resend has the same nonce
 
 
 def test_token_bucket_limits_bursts() -> None:

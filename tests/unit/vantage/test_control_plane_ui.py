@@ -20,7 +20,9 @@ from support.agents import ADMIN_TOKEN, Api, FakeAgent, Identity, RunningServer,
 from support.waiting import eventually
 
 from vantage.control_plane.alerts import close_alert, open_alert
+from vantage.control_plane.db import Result
 from vantage.control_plane.ui import COOKIE_NAME, CSP, MAX_LOGIN_FAILURES, fmt_age, fmt_bytes, short_digest
+from vantage.control_plane.ui_monitors import CHART_BUCKET_S, Bucket, chart_svg, nice_ceiling
 
 EVIL = '<script>alert("x")</script>'
 
@@ -287,6 +289,85 @@ async def test_page_agrees_with_the_rest_health_view(api: Api, server: RunningSe
     assert '<meta http-equiv="refresh" content="5">' in body
     await a.close()
     await sick.close()
+
+
+def _result(monitor_id: str, n: int, *, at: float, ok: bool = True, attempt: int = 1, ms: float | None = 10.0,
+            error: str | None = None, instance: str = "a") -> Result:
+    return Result(id=f"{monitor_id}-{n}", monitor_id=monitor_id, check_id=f"{monitor_id}-{n}", checkpoint="site1",
+                  instance=instance, attempt=attempt, ok=ok, error=error, duration_ms=ms, started_at=at - 0.01,
+                  phases_json="{}", details_json="{}", received_at=at)
+
+
+def _section(body: str, selector: str) -> str:
+    return body.split(selector, 1)[1].split("</tr>", 1)[0]
+
+
+async def test_monitors_with_state_last_result_uptime_and_chart(api: Api, server: RunningServer) -> None:
+    await api.ok("PUT", "/api/v1/checkpoints/site1", {})
+    await api.ok("PUT", "/api/v1/checkpoints/off", {})
+    made = {}
+    for name, cp in (("web", "site1"), ("db", "site1"), ("fresh", "site1"), (f"x{EVIL}", "site1"), ("old", "off"),
+                     ("quiet", "site1")):
+        made[name] = await api.ok("POST", "/api/v1/monitors", {"name": name, "checkpoint": cp, "type": "tcp",
+                                                              "target": "127.0.0.1:9", "interval_s": 600})
+    await api.ok("POST", "/api/v1/checkpoints/off/state", {"state": "disabled", "reason": "moved"})
+    t = time.time()
+    web, db = made["web"]["id"], made["db"]["id"]
+    rows = [_result(web, n, at=t - 5 * 3600 + n * CHART_BUCKET_S, ms=10.0 + n) for n in range(10)]  # 10 checks up
+    rows += [_result(web, 20, at=t - 7200, ok=False, ms=None, error="refused"),  # one check down: both failed
+             _result(web, 21, at=t - 7190, ok=False, attempt=2, ms=None, error="refused", instance="b"),
+             _result(web, 22, at=t - 60, ms=40.0),  # the latest: up
+             _result(web, 23, at=t - 90000, ok=False, attempt=2, ms=None)]  # older than 24 h: not counted
+    rows += [_result(db, 1, at=t - 30, ok=False, ms=None, error="timeout"),
+             _result(db, 2, at=t - 20, ok=False, attempt=2, ms=None, error=f"refused {EVIL}", instance="b"),
+             _result(made[f"x{EVIL}"]["id"], 1, at=t - 10, ms=5.0),
+             _result(made["quiet"]["id"], 1, at=t - 3 * 86400, ok=False, ms=None, error="gone")]  # only an old one
+
+    def store(session: Any) -> None:
+        session.add_all(rows)
+
+    await server.core.store.run(store)
+    await server.core.store.run(open_alert, "monitor_down", db, "failed twice", t)
+    cookie = await logged_in(api, server)
+    _status, body, _headers = await get(api.http, server.url + "/ui", cookie)
+
+    states = {name: attr(body, f'data-monitor="{m["id"]}"', "data-state") for name, m in made.items()}
+    assert states == {"web": "up", "db": "down", "fresh": "pending", f"x{EVIL}": "up", "old": "paused",
+                      "quiet": "failing"}
+    for cp in ("site1", "off"):  # the page's "down" is the REST view's
+        for m in (await api.ok("GET", f"/api/v1/monitors?checkpoint={cp}"))["monitors"]:
+            assert attr(body, f'data-monitor="{m["id"]}"', "data-down") == str(m["down"]).lower()
+    web_row, db_row = _section(body, f'data-monitor="{web}"'), _section(body, f'data-monitor="{db}"')
+    assert "91.66 %" in web_row and "12 checks, 1 down" in web_row  # 1 - 1/12, rounded down
+    assert "40 ms" in web_row and re.search(r"6\d s ago on a<", web_row)
+    assert web_row.count('<svg class="chart"') == 1 and 'class="fail"' in web_row and "<polyline" in web_row
+    assert "peak 40 ms" in web_row
+    assert "attempt 2" in db_row and "on b" in db_row and "error" in db_row
+    assert "refused &lt;script&gt;" in db_row and "0.00 %" in db_row and "1 checks, 1 down" in db_row
+    fresh_row = _section(body, f'data-monitor="{made["fresh"]["id"]}"')
+    assert "no result yet" in fresh_row and "no check in 24 h" in fresh_row and "<svg" not in fresh_row
+    quiet_row = _section(body, f'data-monitor="{made["quiet"]["id"]}"')
+    assert "3 d ago" in quiet_row and "gone" in quiet_row and "no check in 24 h" in quiet_row
+    assert "<script" not in body and f"x{EVIL}" not in body and "x&lt;script&gt;" in body
+    assert "No monitor runs on this checkpoint." not in body
+
+
+def test_response_time_chart_svg() -> None:
+    assert [nice_ceiling(v) for v in (0, 0.3, 1, 7, 12, 99, 101, 4500)] == [1, 0.5, 1, 10, 20, 100, 200, 5000]
+    svg = chart_svg([Bucket(0, 10.0, 0), Bucket(1, 30.0, 0), Bucket(2, None, 2), Bucket(5, 80.0, 1),
+                     Bucket(70, 25.0, 0), Bucket(71, 20.0, 0)])
+    assert svg.startswith('<svg class="chart" role="img"') and "<script" not in svg and "style=" not in svg
+    assert svg.count("<polyline") == 2  # buckets 0-1 and 70-71; bucket 5 alone is a point
+    assert svg.count("<circle") == 1 and svg.count('class="fail"') == 2
+    assert "100 ms</text>" in svg and "3 failed results" in svg
+    # the line's y grows downwards: 80 ms (bucket 5) sits above 10 ms (bucket 0)
+    cy = float(re.search(r'<circle[^>]*cy="([\d.]+)"', svg).group(1))  # type: ignore[union-attr]
+    first_y = float(re.search(r'points="[\d.]+,([\d.]+)', svg).group(1))  # type: ignore[union-attr]
+    assert cy < first_y
+    assert CHART_BUCKET_S == 300
+    failures_only = chart_svg([Bucket(3, None, 1)])
+    assert "<polyline" not in failures_only and " ms</text>" not in failures_only  # no scale without values
+    assert "no successful result; 1 failed result" in failures_only
 
 
 async def test_open_alerts_come_first(api: Api, server: RunningServer) -> None:

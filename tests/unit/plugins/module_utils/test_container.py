@@ -17,6 +17,7 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container impo
     credentials_revision,
     differences,
     display_settings,
+    engine_host_name,
     healthcheck_from_engine,
     healthcheck_settings,
     healthcheck_to_engine,
@@ -147,6 +148,9 @@ def test_bridge_name_is_a_short_deterministic_interface_name():
         (dict(env={"VANTAGE_CREDENTIALS_FILE": "/x"}), "option env may not set VANTAGE_CREDENTIALS_FILE"),
         (dict(env={"CHECKPOINT_CREDENTIALS_REVISION": "x"}), "may not set CHECKPOINT_CREDENTIALS_REVISION"),
         (dict(env={"1BAD": "x"}), "not a valid environment variable name"),
+        (dict(env={"VANTAGE_HOST_NAME": "bad host"}), "option env: VANTAGE_HOST_NAME must be 1 to 253 characters"),
+        (dict(instances=[dict(name="a", identity_key="/k", state_dir="/s", env={"VANTAGE_HOST_NAME": "-x"})]),
+         r"option instances\[a\]\.env: VANTAGE_HOST_NAME"),
         (dict(cpus=0.0), "option cpus"),
         (dict(pids_limit=4), "option pids_limit"),
         (dict(log_max_size="big"), "option log_max_size"),
@@ -169,6 +173,18 @@ def test_environment_of_an_instance():
     assert env["VANTAGE_LOG_LEVEL"] == "DEBUG"  # the instance's env wins over the checkpoint's
     assert env["VANTAGE_CA_BUNDLE"] == "/etc/vantage/ca-bundle.pem"
     assert ("/etc/vantage/ca.pem", "/etc/vantage/ca-bundle.pem", True) in spec.mounts(spec.instances[1])
+
+
+def test_the_agent_is_told_the_engine_hosts_name_unless_env_says_otherwise():
+    spec = CheckpointSpec(params())
+    assert "VANTAGE_HOST_NAME" not in spec.environment(spec.instances[0])  # engine not asked yet: nothing
+    spec.host_name = engine_host_name("vantage-sandbox-host1")  # docker info's Name
+    assert spec.environment(spec.instances[0])["VANTAGE_HOST_NAME"] == "vantage-sandbox-host1"
+    spec = CheckpointSpec(params(env={"VANTAGE_HOST_NAME": "berlin-1.example.com"}))
+    spec.host_name = "vantage-sandbox-host1"
+    assert spec.environment(spec.instances[0])["VANTAGE_HOST_NAME"] == "berlin-1.example.com"  # env wins
+    for odd in ("", None, "bad name", "x" * 254, "host\n", 5):  # never a value the agent would refuse
+        assert engine_host_name(odd) is None
 
 
 def test_a_container_made_from_the_settings_reads_back_equal():
