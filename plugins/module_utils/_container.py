@@ -619,7 +619,7 @@ def observed_settings(container, image_config):
         ports.append("all")
     log_config = host.get("LogConfig") or {}
     restart = (host.get("RestartPolicy") or {}).get("Name") or "no"
-    return {
+    settings = {
         "image": container.get("Image"),
         "user": config.get("User") or "",
         "env": managed_env(env_list_to_dict(config.get("Env")), image_env),
@@ -643,6 +643,11 @@ def observed_settings(container, image_config):
         "stop_timeout": config.get("StopTimeout"),
         "healthcheck": healthcheck_from_engine(config.get("Healthcheck")),
     }
+    # Windows containers only (process or hyperv); Linux reports "" and has no such setting
+    isolation = host.get("Isolation")
+    if isolation and isolation != "default":
+        settings["isolation"] = isolation
+    return settings
 
 
 def image_digest_of(container):

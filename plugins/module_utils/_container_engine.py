@@ -20,7 +20,9 @@ Engine API's JSON (``docker inspect``), whatever the backend::
     used_images() -> {image id, ...}                           images some container uses
     remove_image(image_id)
     network(name) -> network inspect or None
-    create_network(name, bridge, checkpoint) -> network inspect
+    create_network(name, bridge, checkpoint) -> network inspect    ``bridge``: the host-side name
+    network_interface(network) -> str                          the host-side name of a network
+                                                               the checkpoint can use, or EngineError
     remove_network(network_id)
     container(name_or_id) -> container inspect or None
     checkpoint_containers(checkpoint) -> [container inspect, ...]   labelled with the checkpoint
@@ -31,9 +33,11 @@ Engine API's JSON (``docker inspect``), whatever the backend::
 Every failure is an :class:`EngineError` whose message says what was being done.
 :class:`DockerEngine` is the backend for Linux hosts (the ``docker`` SDK's low-level client on
 the engine's socket; SDK 5.0.3 of Debian 12 and 7.x). A backend for Windows hosts drives
-``docker.exe`` with the same calls (an action plugin running ``ansible.windows`` modules, or the
-update engine in the checkpoint image on the named pipe ``npipe:////./pipe/docker_engine``), so
-the manager and the update engine stay the same on both.
+``docker.exe`` with the same calls (``_windows_docker.DockerCli``, driven from the controller by an
+action plugin), and the update engine in the Windows checkpoint image uses :class:`DockerEngine` on
+the named pipe ``npipe:////./pipe/docker_engine``, so the manager and the update engine stay the
+same on both. Settings a platform lacks are None (limits) or empty/false (Linux-only hardening) in
+the settings; ``isolation`` exists only for Windows containers (see ``_container``).
 
 This file imports neither Ansible nor the ``vantage`` package: ``checkpoint_container``,
 ``checkpoint_health`` and the update engine of the ``vantage`` package (which carries it
@@ -193,6 +197,11 @@ class DockerEngine:
         )
         return self.network(name)
 
+    @staticmethod
+    def network_interface(network):
+        # type: (Inspect) -> str
+        return bridge_interface(network)
+
     def remove_network(self, network_id):
         # type: (str) -> None
         self._call("removing network %s" % network_id, self.api.remove_network, network_id)
@@ -247,6 +256,7 @@ class DockerEngine:
             security_opt=list(settings["security_opt"]),
             privileged=settings["privileged"],
             init=settings["init"],
+            isolation=settings.get("isolation"),
             extra_hosts=list(settings.get("extra_hosts") or []) or None,
         )
         for key, value in (("Memory", settings["memory"]), ("MemorySwap", settings["memory_swap"]),
@@ -299,6 +309,18 @@ class DockerEngine:
         if isinstance(data, bytes):
             data = data.decode("utf-8", "replace")
         return str(data).strip()
+
+
+def bridge_interface(network):
+    # type: (Inspect) -> str
+    """The bridge interface on the host of a Linux ``bridge`` network; EngineError for another driver."""
+    if network.get("Driver") != "bridge":
+        raise EngineError(
+            "network %s uses driver %s; the checkpoint needs a bridge network of its own"
+            % (network.get("Name"), network.get("Driver"))
+        )
+    options = network.get("Options") or {}
+    return str(options.get(BRIDGE_NAME_OPTION) or "br-" + network["Id"][:12])
 
 
 # ----------------------------------------------------------------------------- health
