@@ -65,6 +65,10 @@ CREDENTIALS_PATH = "/etc/vantage/credentials.json"
 #: name, which the agent would warn about as unknown
 CREDENTIALS_REVISION_ENV = "CHECKPOINT_CREDENTIALS_REVISION"
 STATE_DIR_PATH = "/var/lib/vantage"
+#: Windows bind mounts are directories: a Windows instance mounts its configuration directory (its key and
+#: the files beside it) and its state directory here (``_windows_container``); the image's own case
+WINDOWS_CONFIG_DIR = "C:\\vantage\\config"
+WINDOWS_STATE_DIR = "C:\\vantage\\state"
 IMAGE_DIGEST_ENV = "VANTAGE_IMAGE_DIGEST"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 TMPFS = {"/tmp": "rw,noexec,nosuid,nodev,size=64m"}

@@ -29,15 +29,23 @@ from __future__ import annotations
 
 import ntpath
 
-from ._container import DEFAULTS, CheckpointSpec, SpecError, argument_spec, observed_mounts
+from ._container import (
+    DEFAULTS,
+    WINDOWS_CONFIG_DIR,
+    WINDOWS_STATE_DIR,
+    CheckpointSpec,
+    SpecError,
+    argument_spec,
+    observed_mounts,
+)
 from ._contract import CONFIG_FILES, IDENTITY_KEY_FILE
 from ._windows_docker import BUILTIN_NETWORKS_WINDOWS, ISOLATION, NETWORK_DRIVER, PIPE_MARKERS
 from ._windows_host import PIPE_ADDRESS, is_windows_path
 
 CONTAINER_USER = "ContainerUser"
-#: where an instance's two host directories appear inside its container (the image's own case)
-CONTAINER_CONFIG_DIR = "C:\\vantage\\config"
-CONTAINER_STATE_DIR = "C:\\vantage\\state"
+#: where an instance's two host directories appear inside its container
+CONTAINER_CONFIG_DIR = WINDOWS_CONFIG_DIR
+CONTAINER_STATE_DIR = WINDOWS_STATE_DIR
 #: the files of an instance's configuration directory, by the name the contract gives them
 TRUSTED_KEYS_FILE = CONFIG_FILES["trusted_keys"]
 CA_FILE = CONFIG_FILES["ca"]
@@ -137,16 +145,9 @@ def _same_path(one, other):
     return ntpath.normcase(ntpath.normpath(str(one or ""))) == ntpath.normcase(ntpath.normpath(str(other or "")))
 
 
-def instance_reasons(spec, instance, container):
-    """Why the container the host reports for ``instance`` is not what a Windows instance must be.
-
-    ``container`` is ``docker container inspect`` (None: missing). Checked as the engine reports it,
-    after the deployment: process isolation, ContainerUser, the checkpoint's own ``nat`` network,
-    not privileged, and exactly the instance's two directory mounts - none of them the engine's pipe.
-    """
-    name = instance["name"]
-    if container is None:
-        return ["instance %s: its container does not exist after the deployment" % name]
+def container_reasons(name, container):
+    """Why a container the host reports for instance ``name`` is not what a Windows instance must be,
+    whatever its options: process isolation, ContainerUser, not privileged, no named pipe mounted."""
     host = container.get("HostConfig") or {}
     config = container.get("Config") or {}
     reasons = []
@@ -156,17 +157,38 @@ def instance_reasons(spec, instance, container):
         reasons.append("instance %s runs as %r, not %s" % (name, config.get("User"), CONTAINER_USER))
     if host.get("Privileged"):
         reasons.append("instance %s is privileged" % name)
-    if host.get("NetworkMode") != spec.network:
-        reasons.append("instance %s is on network %r, not the checkpoint's %s network %s"
-                       % (name, host.get("NetworkMode"), NETWORK_DRIVER, spec.network))
-    mounts = observed_mounts(container) + [(m.get("Source"), m.get("Destination"), not m.get("RW", True))
-                                           for m in container.get("Mounts") or [] if m.get("Type") != "volume"]
-    wanted = spec.mounts(instance)
-    for source, target, read_only in mounts:
+    for source, target, _read_only in _mounts(container):
         if any(marker in str(source).lower() or marker in str(target).lower() for marker in PIPE_MARKERS):
             reasons.append("instance %s mounts the named pipe %s: the engine must never be reachable from an instance"
                            % (name, source))
-        elif not any(_same_path(source, s) and _same_path(target, t) and read_only == ro for s, t, ro in wanted):
+    return reasons
+
+
+def _mounts(container):
+    return observed_mounts(container) + [(m.get("Source"), m.get("Destination"), not m.get("RW", True))
+                                         for m in container.get("Mounts") or [] if m.get("Type") != "volume"]
+
+
+def instance_reasons(spec, instance, container):
+    """Why the container the host reports for ``instance`` is not what a Windows instance must be.
+
+    ``container`` is ``docker container inspect`` (None: missing). Checked as the engine reports it,
+    after the deployment: :func:`container_reasons`, the checkpoint's own ``nat`` network, and exactly
+    the instance's two directory mounts.
+    """
+    name = instance["name"]
+    if container is None:
+        return ["instance %s: its container does not exist after the deployment" % name]
+    reasons = container_reasons(name, container)
+    network = (container.get("HostConfig") or {}).get("NetworkMode")
+    if network != spec.network:
+        reasons.append("instance %s is on network %r, not the checkpoint's %s network %s"
+                       % (name, network, NETWORK_DRIVER, spec.network))
+    wanted = spec.mounts(instance)
+    for source, target, read_only in _mounts(container):
+        if any(marker in str(source).lower() or marker in str(target).lower() for marker in PIPE_MARKERS):
+            continue  # said by container_reasons
+        if not any(_same_path(source, s) and _same_path(target, t) and read_only == ro for s, t, ro in wanted):
             reasons.append("instance %s mounts %s at %s%s, which is neither its configuration nor its state directory"
                            % (name, source, target, " read-only" if read_only else ""))
     return reasons
