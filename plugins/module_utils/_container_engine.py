@@ -84,6 +84,12 @@ Inspect = Dict[str, Any]
 Gate = Callable[[str], Tuple[bool, Any]]
 
 
+#: The resource limits Windows containers enforce (Microsoft, "Implementing resource controls for Windows
+#: containers": memory and CPU; dockerd on Windows refuses MemorySwap and PidsLimit). ``docker info`` of a
+#: Windows engine does not say, so a Windows engine is known by its OSType.
+WINDOWS_LIMITS = {"memory": True, "swap": False, "pids": False}
+
+
 class EngineError(Exception):
     pass
 
@@ -142,6 +148,8 @@ class DockerEngine:
         """Which resource limits the engine's kernel enforces (``docker info``): it silently drops
         the others, which would otherwise look like a difference on every run."""
         info = self._call("reading the engine's information", self.api.info)
+        if info.get("OSType") == "windows":
+            return dict(WINDOWS_LIMITS)
         return dict(
             memory=info.get("MemoryLimit", True) is not False,
             swap=info.get("SwapLimit", True) is not False,

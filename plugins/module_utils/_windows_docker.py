@@ -28,11 +28,8 @@ from __future__ import annotations
 import json
 
 from ._container import BUILTIN_NETWORKS, LABEL_CHECKPOINT, NANOSECONDS, healthcheck_from_engine
-from ._container_engine import EngineError
+from ._container_engine import WINDOWS_LIMITS, EngineError
 
-#: The resource limits Windows containers enforce (Microsoft, "Implementing resource controls for
-#: Windows containers": memory and CPU; dockerd on Windows refuses MemorySwap and PidsLimit).
-WINDOWS_LIMITS = {"memory": True, "swap": False, "pids": False}
 #: The driver of a checkpoint network on Windows and the option that names its HNS network.
 NETWORK_DRIVER = "nat"
 HNS_NAME_OPTION = "com.docker.network.windowsshim.networkname"
