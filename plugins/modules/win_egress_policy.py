@@ -21,7 +21,7 @@ description:
     outbound traffic - on every endpoint of the checkpoint's network.
   - Installs a reconciler (C(vantage-egress.ps1), in a directory only SYSTEM and Administrators may change) and two
     scheduled tasks running it as SYSTEM - C(\Vantage\Egress <checkpoint>), started at boot and restarted when it stops,
-    re-applies the ACLs whenever a container of the checkpoint starts (its endpoint is then new: container start, engine
+    re-applies the ACLs whenever a container of the checkpoint starts (its endpoint is then new - container start, engine
     restart, host reboot); C(\Vantage\Egress refresh <checkpoint>) resolves the policy's host names again every
     O(refresh_interval) and re-applies.
   - Then runs the reconciler once and proves the policy from inside every instance with the image's Python - the control

@@ -14,7 +14,7 @@ module: win_update_task
 short_description: Schedule a Windows checkpoint's updates and the host's Windows Update
 version_added: 0.2.0
 description:
-  - Writes C(update.conf) (for C(vantage update): the engine's named pipe, the lock's directory), the API token and the
+  - Writes C(update.conf) (for C(vantage update), with the engine's named pipe and the lock's directory), the API token and the
     command C(vantage-checkpoint-update.ps1) that runs the update engine from the installed checkpoint image, each only
     SYSTEM and Administrators may change, and registers the scheduled task C(\Vantage\Update <checkpoint>) - SYSTEM,
     highest privileges, O(schedule) with a random delay of O(randomized_delay), never two runs at once, a run missed while
