@@ -243,4 +243,3 @@ def judge_report(report, instances):
         if item.get("stopped"):
             reasons.append("instance %s was stopped by the reconciler" % instance)
     return reasons
-

@@ -22,7 +22,7 @@ above the same two-week limit.
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 NAMESPACE = "http://schemas.microsoft.com/windows/2004/02/mit/task"
 SYSTEM_SID = "S-1-5-18"

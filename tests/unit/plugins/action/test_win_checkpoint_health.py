@@ -17,12 +17,12 @@ from ansible_collections.vantage.checkpoint.tests.unit.plugins.module_utils.test
     OLD,
     host_with_images,
 )
-from ansible_collections.vantage.checkpoint.tests.unit.plugins.modules.test_checkpoint_health import (  # noqa: F401
-    cp,
-    health,
-    instance,
-)
+from ansible_collections.vantage.checkpoint.tests.unit.plugins.modules import test_checkpoint_health as linux_health
 from ansible_collections.vantage.checkpoint.tests.unit.plugins.windows_docker_host import ModuleHost
+
+health = linux_health.health
+instance = linux_health.instance
+cp = linux_health.cp  # the fixture: the fake control plane with the health, status and alerts endpoints
 
 KEY = "C:\\ProgramData\\Vantage\\checkpoints\\plant\\%s\\identity.pem"
 
@@ -35,7 +35,7 @@ def answer_acl(acls, skew=0.0):
     return report
 
 
-def check(cp, docker, acls=None, skew=0.0, **changes):  # noqa: F811 - the fixture's value
+def check(cp, docker, acls=None, skew=0.0, **changes):
     cp.health["plant"] = health(instances=[instance("a", digest=OLD, now=time.time()), instance("b", digest=OLD, now=time.time())])
     args = dict(control_plane_url=cp.url, api_token=cp.READ_TOKEN, checkpoint="plant", instances=["a", "b"],
                 local_engine=True, local_instances=["a", "b"], timeout=10)
@@ -44,7 +44,7 @@ def check(cp, docker, acls=None, skew=0.0, **changes):  # noqa: F811 - the fixtu
     return make(win_checkpoint_health, args, host=host).run(task_vars={}), host
 
 
-def test_a_healthy_windows_pair_is_reported_like_a_linux_one(cp):  # noqa: F811
+def test_a_healthy_windows_pair_is_reported_like_a_linux_one(cp):
     docker = host_with_images()
     deploy(docker)
     deployed = len(docker.mutations())
@@ -61,7 +61,7 @@ def test_a_healthy_windows_pair_is_reported_like_a_linux_one(cp):  # noqa: F811
     assert cp.READ_TOKEN not in repr(result)
 
 
-def test_every_windows_reason_fails_the_check(cp):  # noqa: F811
+def test_every_windows_reason_fails_the_check(cp):
     docker = host_with_images()
     deploy(docker)
     docker._container("vantage-plant-b")["HostConfig"]["Isolation"] = "hyperv"
@@ -73,7 +73,7 @@ def test_every_windows_reason_fails_the_check(cp):  # noqa: F811
     assert "the clock of this host is 90." in text and "behind the control plane's" in text
 
 
-def test_a_missing_container_is_named(cp):  # noqa: F811
+def test_a_missing_container_is_named(cp):
     docker = host_with_images()
     result, _host = check(cp, docker, fail_on_unhealthy=False)
     assert not result.get("failed")

@@ -37,8 +37,8 @@ def test_the_plan_writes_every_agent_file_into_each_instance_directory():
         assert files[base + "trusted-keys.json"]["policy"] == "key_file"
         assert json.loads(content(files[base + "trusted-keys.json"])) == {"keys": [KEY_A]}
         assert content(files[base + "ca.pem"]) == CA + "\n"
-        assert json.loads(content(files[base + "credentials.json"])) == {"credentials": {"db": {"username": "monitor",
-                                                                                               "password": "s3cret"}}}
+        secrets = {"credentials": {"db": {"username": "monitor", "password": "s3cret"}}}
+        assert json.loads(content(files[base + "credentials.json"])) == secrets
     # the checkpoint's copies for the update engine: SYSTEM and Administrators only
     assert files[LAYOUT["trusted_keys"]]["policy"] == files[LAYOUT["ca"]]["policy"] == "admin_only_file"
     # byte for byte what the Linux tasks write (to_nice_json(indent=2), sorted keys, final newline)

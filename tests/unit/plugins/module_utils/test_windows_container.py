@@ -90,8 +90,8 @@ def verbs(host, start=0):
 def test_a_new_pair_gets_a_nat_network_and_two_process_isolated_instances():
     host = host_with_images()
     result = deploy(host)
-    assert [(i["name"], i["action"], i["health"]) for i in result["instances"]] == [("a", "created", "healthy"),
-                                                                                      ("b", "created", "healthy")]
+    created = [(i["name"], i["action"], i["health"]) for i in result["instances"]]
+    assert created == [("a", "created", "healthy"), ("b", "created", "healthy")]
     network = list(host.networks.values())[0]
     assert (network["Name"], network["Driver"]) == ("vantage-plant", "nat")
     # the HNS network gets the contract's interface name: the same name the Linux bridge has

@@ -8,7 +8,7 @@ the Windows Update policy, and win_update_task over a simulated host."""
 from __future__ import annotations
 
 import base64
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 import pytest
 
