@@ -15,7 +15,7 @@ module: win_checkpoint_files
 short_description: Write a checkpoint's trusted keys, CA, credentials and state directories on a Windows host
 version_added: 0.2.0
 description:
-  - Writes the pinned signing keys (RV(vantage.checkpoint.win_checkpoint_plan#module:plan.keys)), the CA
+  - Writes the pinned signing keys (C(keys) of RV(vantage.checkpoint.win_checkpoint_plan#module:plan)), the CA
     certificate and the credentials for checks that log in into each instance's configuration
     directory (what its container mounts read-only), each file readable by C(ContainerUser) and nobody else but SYSTEM
     and Administrators; the checkpoint's own directory keeps the trusted keys and the CA for the update engine
@@ -39,7 +39,7 @@ attributes:
     platforms: windows
 options:
   layout:
-    description: The checkpoint's host layout (RV(vantage.checkpoint.win_checkpoint_plan#module:plan.layout)).
+    description: The checkpoint's host layout (C(layout) of RV(vantage.checkpoint.win_checkpoint_plan#module:plan)).
     type: dict
     required: true
   instances:

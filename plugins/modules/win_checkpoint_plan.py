@@ -69,7 +69,7 @@ options:
   signing_keys:
     description:
       - The controller's C(ansible.builtin.uri) result of C(GET /api/v1/signing-keys). When given, the keys whose ids
-        O(trusted_key_ids) pins (and that are not retired) are returned as RV(plan.keys); a control plane that did not
+        O(trusted_key_ids) pins (and that are not retired) are returned in RV(plan) as C(keys); a control plane that did not
         answer 200, or a pinned id it does not offer, is refused.
     type: dict
   trusted_key_ids:
