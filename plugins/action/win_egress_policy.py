@@ -78,7 +78,8 @@ class ActionModule(WindowsAction):
 
         script = ntpath.join(args["bin_dir"], SCRIPT)
         policy = ntpath.join(args["directory"], "%s.json" % args["checkpoint"])
-        changed = self.install(args, task_vars, script, policy, document)
+        installed = self.install(args, task_vars, script, policy, document)
+        changed = installed
         command = "-NoProfile -NonInteractive -ExecutionPolicy Bypass -File %s -Policy %s%s" % (
             quote(script), quote(policy), " -Docker %s" % quote(args["docker"]) if args["docker"] else "")
         tasks = [
@@ -90,7 +91,7 @@ class ActionModule(WindowsAction):
                 POWERSHELL, command, [{"type": "repeat", "interval": refresh}], "PT10M"), False),
         ]
         for name, xml, start in tasks:
-            changed = self.register(name, xml, start, task_vars) or changed
+            changed = self.register(name, xml, start, installed, task_vars) or changed
         result = {"changed": changed, "policy": policy, "network": network, "acls": len(document["acls"]),
                   "hosts": sorted(set(item["host"] for item in document["hosts"])), "skipped": document["skipped"],
                   "probe": document["probe"]}
@@ -127,7 +128,9 @@ class ActionModule(WindowsAction):
             raise _windows_host.WindowsHostError(problems)
         return bool(report.get("changed"))
 
-    def register(self, name, xml, start, task_vars):
+    def register(self, name, xml, start, restart, task_vars):
+        """The task as rendered; a task to ``start`` is started when it does not run, and restarted when the
+        script or policy it runs changed (``restart``)."""
         current = self.run_module("vantage.checkpoint.win_scheduled_task_xml",
                                   dict(path=TASK_PATH, name=name), task_vars)
         changed = False
@@ -135,9 +138,9 @@ class ActionModule(WindowsAction):
             self.run_module("vantage.checkpoint.win_scheduled_task_xml",
                             dict(path=TASK_PATH, name=name, xml=xml, register=True), task_vars)
             changed = True
-        if start and not self._task.check_mode and (changed or current.get("state") != "Running"):
+        if start and not self._task.check_mode and (changed or restart or current.get("state") != "Running"):
             started = self.run_module("vantage.checkpoint.win_scheduled_task_xml",
-                                      dict(path=TASK_PATH, name=name, start=True), task_vars)
+                                      dict(path=TASK_PATH, name=name, restart=True), task_vars)
             changed = changed or bool(started.get("changed"))
         return changed
 

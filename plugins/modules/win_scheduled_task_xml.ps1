@@ -5,8 +5,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 # Reads a scheduled task as Task Scheduler exports it and, when asked to, registers the task
-# document the controller rendered (plugins/module_utils/_windows_tasks.py), removes the task or
-# starts it. The controller compares the exported document with the one it wants and decides.
+# document the controller rendered (plugins/module_utils/_windows_tasks.py), removes the task,
+# starts it, or restarts it (so that a long-running task runs a new version of its script). The controller compares the exported document with the one it wants and decides.
 
 #AnsibleRequires -CSharpUtil Ansible.Basic
 
@@ -18,6 +18,7 @@ $spec = @{
         register = @{ type = 'bool'; default = $false }
         remove = @{ type = 'bool'; default = $false }
         start = @{ type = 'bool'; default = $false }
+        restart = @{ type = 'bool'; default = $false }
     }
     supports_check_mode = $true
 }
@@ -45,7 +46,14 @@ if ($module.Params.register) {
         Register-ScheduledTask -TaskPath $path -TaskName $name -Xml $module.Params.xml -User 'NT AUTHORITY\SYSTEM' -Force | Out-Null
     }
 }
-if ($module.Params.start -and -not $module.CheckMode) {
+if ($module.Params.restart -and -not $module.CheckMode) {
+    $task = Get-ScheduledTask -TaskPath $path -TaskName $name -ErrorAction SilentlyContinue
+    if ($task -and "$($task.State)" -eq 'Running') {
+        Stop-ScheduledTask -TaskPath $path -TaskName $name
+        $module.Result.changed = $true
+    }
+}
+if (($module.Params.start -or $module.Params.restart) -and -not $module.CheckMode) {
     $task = Get-ScheduledTask -TaskPath $path -TaskName $name -ErrorAction SilentlyContinue
     if ($task -and "$($task.State)" -ne 'Running') {
         Start-ScheduledTask -TaskPath $path -TaskName $name

@@ -16,7 +16,7 @@ short_description: Read, register, start or remove a Windows scheduled task from
 version_added: 0.2.0
 description:
   - Returns the task as C(Export-ScheduledTask) prints it (RV(exported)) and its state, and, when asked, registers O(xml)
-    as the task (for SYSTEM), removes the task, or starts it when it is not running.
+    as the task (for SYSTEM), removes the task, starts it when it is not running, or restarts it.
   - Internal to the collection - the controller renders the document and compares it with RV(exported) field by field
     (plugins/module_utils/_windows_tasks.py); it registers only when they differ.
 author:
@@ -53,6 +53,10 @@ options:
     default: false
   start:
     description: Whether to start the task when it is not running.
+    type: bool
+    default: false
+  restart:
+    description: Whether to stop the task when it runs and start it again.
     type: bool
     default: false
 """

@@ -25,6 +25,7 @@ param(
 
 $ErrorActionPreference = 'Stop'
 $document = Get-Content -LiteralPath $Policy -Raw | ConvertFrom-Json
+$checkpoint = $document.checkpoint
 $status = [System.IO.Path]::ChangeExtension($Policy, '.status.json')
 $hns = Add-Type -PassThru -Namespace VantageEgress -Name Hns -MemberDefinition @'
 [DllImport("vmcompute.dll")]
@@ -111,6 +112,8 @@ Function Get-DesiredRules {
 
 Function Invoke-Reconcile {
     param([switch]$ProbeAll)
+    # read at every pass: a policy the role changed applies at the next container start or refresh
+    $script:document = Get-Content -LiteralPath $Policy -Raw | ConvertFrom-Json
     $report = [ordered]@{ network = $document.network; time = (Get-Date).ToUniversalTime().ToString('o'); endpoints = @(); errors = @() }
     $inspect = Invoke-Docker -Arguments @('network', 'inspect', $document.network)
     if ($inspect.rc -ne 0) {
@@ -159,7 +162,12 @@ Function Invoke-Reconcile {
             }
         }
         if ($container -and -not $item.stopped -and ($item.applied -or $ProbeAll)) {
-            $item.probe = Invoke-Docker -Arguments (@('container', 'exec', $container.id) + @($document.probe_argv))
+            $probe = @('container', 'exec', $container.id) + @($document.probe_argv)
+            $item.probe = Invoke-Docker -Arguments $probe
+            if ($item.probe.rc -eq 4) {
+                Start-Sleep -Seconds 3  # the allowed destination did not answer: once more, the ACLs may be settling
+                $item.probe = Invoke-Docker -Arguments $probe
+            }
             if ($item.probe.rc -eq 3) {
                 Invoke-Docker -Arguments @('container', 'stop', $container.id) | Out-Null
                 $item.stopped = $true
@@ -181,7 +189,7 @@ if ($Watch) {
     while ($true) {
         try {
             Write-Report -Report (Invoke-Reconcile) | Out-Null
-            & $Docker events --filter type=container --filter event=start --filter "label=io.vantage.checkpoint=$($document.checkpoint)" `
+            & $Docker events --filter type=container --filter event=start --filter "label=io.vantage.checkpoint=$checkpoint" `
                 --format '{{.ID}}' | ForEach-Object { Write-Report -Report (Invoke-Reconcile) | Out-Null }
         }
         catch {

@@ -30,6 +30,7 @@ class WindowsHost:
         self.applied = set()
         self.commands = []
         self.check_mode = False  # the PowerShell modules change nothing in check mode
+        self.restarts = []
 
     def write(self, args):
         changed = False
@@ -52,7 +53,10 @@ class WindowsHost:
             xml = args["xml"].replace("<UserId>S-1-5-18</UserId>", "<UserId>SYSTEM</UserId>").replace("PT300S", "PT5M")
             self.tasks[name] = {"xml": '<?xml version="1.0" encoding="UTF-16"?>\n' + xml, "state": "Ready"}
             answer["changed"] = True
-        if args.get("start") and self.tasks[name]["state"] != "Running":
+        if args.get("restart") and self.tasks[name]["state"] == "Running":
+            self.restarts.append(name)
+            answer["changed"] = True
+        if (args.get("start") or args.get("restart")) and self.tasks[name]["state"] != "Running":
             self.tasks[name]["state"] = "Running"
             answer["changed"] = True
         return answer
@@ -96,6 +100,10 @@ def test_the_policy_is_installed_applied_proven_and_a_second_run_changes_nothing
     assert refresh["triggers"][0]["interval"] == 300 and "-Watch" not in refresh["arguments"]
     again = run(host)
     assert again["changed"] is False and not again.get("failed"), again
+    assert host.restarts == []
+    # a new version of the reconciler restarts the watching task, so that it runs the new script
+    changed = run(host, script="# the reconciler, version 2\n")
+    assert changed["changed"] is True and host.restarts == ["Egress plant"]
 
 
 def test_a_leak_fails_the_play_naming_the_instance_and_the_probe():
