@@ -283,3 +283,27 @@ def test_docker_exe_answers_are_read_as_upstream_prints_them():
     with pytest.raises(EngineError) as failed:
         DockerCli(lambda argv: {"rc": 0, "stdout": "not json", "stderr": ""}).image("x")
     assert "did not print JSON" in str(failed.value)
+
+
+def test_a_previous_container_left_by_an_interrupted_run_is_put_back_and_started():
+    host = host_with_images()
+    deploy(host)
+    interrupted = host._container("vantage-plant-a")
+    host.do_container_stop([interrupted["Id"]])
+    host.do_container_rename([interrupted["Id"], "vantage-plant-a-previous"])
+    result = deploy(host)
+    assert any("restored vantage-plant-a from vantage-plant-a-previous" in w for w in result["warnings"])
+    outcome = [(i["name"], i["action"], i["health"]) for i in result["instances"]]
+    assert outcome == [("a", "started", "healthy"), ("b", "unchanged", "healthy")]
+    assert host._container("vantage-plant-a")["Id"] == interrupted["Id"]
+    assert host._container("vantage-plant-a-previous") is None
+
+
+def test_state_absent_removes_the_instances_and_the_network_made_for_the_checkpoint():
+    host = host_with_images()
+    deploy(host)
+    clock = Clock()
+    spec = WindowsCheckpointSpec(dict(checkpoint="plant", state="absent"))
+    result = CheckpointDeployment(spec, DockerCli(host), False, clock=clock, sleep=clock.sleep).run()
+    assert result["network_removed"] is True and [i["action"] for i in result["instances"]] == ["removed", "removed"]
+    assert host.containers == {} and host.networks == {}
