@@ -41,9 +41,11 @@ trap 'rm -rf "$work"' EXIT
 rm -rf "$OUT"
 mkdir -p "$OUT/wheels" "$OUT/checkpoint" "$work/src"
 
-# A clean copy of the sources (no stale build/lib in the wheel).
+# A clean copy of the sources (no stale build/lib in the wheel). Links are followed:
+# src/vantage/_collection links to files of plugins/module_utils, which the wheel carries as they
+# are (the update engine's container code, docs/auto-update.md).
 git -C "$TOP" ls-files -z --cached --others --exclude-standard -- pyproject.toml README.md src \
-  | (cd "$TOP" && tar -c --ignore-failed-read --null -T - -f - 2>/dev/null) | tar -x -C "$work/src"
+  | (cd "$TOP" && tar -c --dereference --ignore-failed-read --null -T - -f - 2>/dev/null) | tar -x -C "$work/src"
 "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$OUT/wheels" "$work/src" \
   || die "pip wheel of the project failed"
 project=$(find "$OUT/wheels" -name 'vantage_checkpoint-*-py3-none-any.whl' -print -quit)
@@ -52,15 +54,14 @@ project=$(find "$OUT/wheels" -name 'vantage_checkpoint-*-py3-none-any.whl' -prin
 # Same versions as the development venv, where the tests ran; Windows binaries only.
 "$PYTHON" -m pip freeze --exclude-editable >"$work/constraints.txt"
 log "downloading win_amd64 wheels for CPython $TARGET_PYTHON"
-"$PYTHON" -m pip download --disable-pip-version-check --dest "$OUT/wheels" --find-links "$OUT/wheels" \
-  --only-binary :all: --platform win_amd64 --python-version "$TARGET_PYTHON" --implementation cp \
-  --constraint "$work/constraints.txt" "${project}[postgres]" >"$work/download.log" 2>&1 \
-  || { tail -n 30 "$work/download.log" >&2; die "no complete set of win_amd64 wheels for CPython $TARGET_PYTHON"; }
+: >"$work/download.log"
 
-# pip evaluates environment markers for the machine it runs on, not for --platform: a dependency
-# only Windows needs (psycopg's tzdata; sys_platform == "win32") is left out. Read every wheel's
-# requirements with Windows' markers and fetch what is missing, until nothing is.
-for _ in 1 2 3 4 5; do
+# pip evaluates environment markers for the machine it runs on, not for --platform: it would ask for
+# what only Linux needs (the agent's uvloop; sys_platform != "win32") and leave out what only Windows
+# needs (psycopg's tzdata, the Docker SDK's pywin32). So the dependencies are resolved here: read every
+# wheel's requirements with Windows' markers, download what is missing without its dependencies, and
+# go on until nothing is missing.
+for _ in $(seq 1 20); do
   "$PYTHON" - "$OUT/wheels" "$TARGET_PYTHON" >"$work/missing.txt" <<'PY'
 import pathlib, sys, zipfile
 from packaging.requirements import Requirement
@@ -89,13 +90,12 @@ for name, path in wheels.items():
 sys.stdout.write("".join(line + "\n" for line in sorted(missing)))
 PY
   [ -s "$work/missing.txt" ] || break
-  log "Windows-only dependencies: $(tr '\n' ' ' <"$work/missing.txt")"
   "$PYTHON" -m pip download --disable-pip-version-check --dest "$OUT/wheels" --find-links "$OUT/wheels" \
-    --only-binary :all: --platform win_amd64 --python-version "$TARGET_PYTHON" --implementation cp \
+    --only-binary :all: --platform win_amd64 --python-version "$TARGET_PYTHON" --implementation cp --no-deps \
     --constraint "$work/constraints.txt" --requirement "$work/missing.txt" >>"$work/download.log" 2>&1 \
-    || { tail -n 30 "$work/download.log" >&2; die "cannot download the Windows-only dependencies"; }
+    || { tail -n 30 "$work/download.log" >&2; die "no complete set of win_amd64 wheels for CPython $TARGET_PYTHON"; }
 done
-[ ! -s "$work/missing.txt" ] || die "Windows-only dependencies still missing: $(cat "$work/missing.txt")"
+[ ! -s "$work/missing.txt" ] || die "dependencies still missing: $(cat "$work/missing.txt")"
 
 cp "$TOP/images/checkpoint/Dockerfile.windows" "$OUT/checkpoint/Dockerfile.windows"
 (cd "$OUT" && find wheels checkpoint -type f -print0 | sort -z | xargs -0 sha256sum >SHA256SUMS)

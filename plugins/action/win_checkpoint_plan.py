@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.vantage.checkpoint.plugins.module_utils import _contract, _windows_host
+from ansible_collections.vantage.checkpoint.plugins.module_utils import _contract, _windows_checkpoint, _windows_host
 from ansible_collections.vantage.checkpoint.plugins.plugin_utils._windows_action import WindowsAction
 
 
@@ -33,6 +33,15 @@ def _check_settings(args):
     return url, reasons
 
 
+def signing_keys(answer, url, trusted_key_ids):
+    """The pinned keys from the controller's ``GET /api/v1/signing-keys`` (an ``ansible.builtin.uri`` result)."""
+    if answer.get("status") != 200:
+        raise _windows_checkpoint.FilesError([
+            "cannot reach the control plane at %s from the controller: %s (HTTP status %s)"
+            % (url, answer.get("msg") or "no answer", answer.get("status", -1))])
+    return _windows_checkpoint.pinned_keys(answer.get("json"), trusted_key_ids)
+
+
 class ActionModule(WindowsAction):
     _requires_connection = False
     ARGUMENT_SPEC = dict(
@@ -44,6 +53,9 @@ class ActionModule(WindowsAction):
         config_dir=dict(type="str", default=""),
         state_dir=dict(type="str", default=""),
         control_plane_url=dict(type="str"),
+        signing_keys=dict(type="dict"),
+        trusted_key_ids=dict(type="list", elements="str"),
+        credentials=dict(type="dict", default={}, no_log=True),
     )
 
     def act(self, args, task_vars):
@@ -54,10 +66,26 @@ class ActionModule(WindowsAction):
         image = None
         if host is not None:
             image = reasons.attempt(_windows_host.select_image, host["ltsc"], args["image"], args["windows_images"])
+        keys = None
+        if args["signing_keys"] is not None:
+            keys = reasons.attempt(self.checked, signing_keys, args["signing_keys"], url, args["trusted_key_ids"])
+        credentials = reasons.attempt(self.checked, _windows_checkpoint.clean_credentials, args["credentials"])
         reasons.raise_any()
         layout = _contract.host_layout(
             args["checkpoint"], args["instances"], platform="windows",
             config_dir=args["config_dir"] if _windows_host.is_windows_path(args["config_dir"]) else None,
             state_dir=args["state_dir"] if _windows_host.is_windows_path(args["state_dir"]) else None)
-        return {"changed": False, "plan": {"host": host, "image": image["image"], "image_source": image["source"],
-                                           "layout": layout, "control_plane_url": url}}
+        plan = {"host": host, "image": image["image"], "image_source": image["source"], "layout": layout,
+                "control_plane_url": url, "credential_names": sorted(credentials or {}),
+                "instances": [dict(name=name, config_dir=layout["instances"][name]["config_dir"],
+                                   state_dir=layout["instances"][name]["state_dir"]) for name in args["instances"]]}
+        if keys is not None:
+            plan["keys"] = keys
+        return {"changed": False, "plan": plan}
+
+    @staticmethod
+    def checked(check, *values):
+        try:
+            return check(*values)
+        except _windows_checkpoint.FilesError as exc:
+            raise _windows_host.WindowsHostError(exc.reasons)

@@ -65,6 +65,10 @@ CREDENTIALS_PATH = "/etc/vantage/credentials.json"
 #: name, which the agent would warn about as unknown
 CREDENTIALS_REVISION_ENV = "CHECKPOINT_CREDENTIALS_REVISION"
 STATE_DIR_PATH = "/var/lib/vantage"
+#: Windows bind mounts are directories: a Windows instance mounts its configuration directory (its key and
+#: the files beside it) and its state directory here (``_windows_container``); the image's own case
+WINDOWS_CONFIG_DIR = "C:\\vantage\\config"
+WINDOWS_STATE_DIR = "C:\\vantage\\state"
 IMAGE_DIGEST_ENV = "VANTAGE_IMAGE_DIGEST"
 #: the name of the host the instance runs on, for the agent's host facts (docs/agent.md); the
 #: module sets it to the engine's ``docker info`` name unless O(env) or an instance's env sets it
@@ -642,7 +646,7 @@ def observed_settings(container, image_config):
         ports.append("all")
     log_config = host.get("LogConfig") or {}
     restart = (host.get("RestartPolicy") or {}).get("Name") or "no"
-    return {
+    settings = {
         "image": container.get("Image"),
         "user": config.get("User") or "",
         "env": managed_env(env_list_to_dict(config.get("Env")), image_env),
@@ -666,6 +670,11 @@ def observed_settings(container, image_config):
         "stop_timeout": config.get("StopTimeout"),
         "healthcheck": healthcheck_from_engine(config.get("Healthcheck")),
     }
+    # Windows containers only (process or hyperv); Linux reports "" and has no such setting
+    isolation = host.get("Isolation")
+    if isolation and isolation != "default":
+        settings["isolation"] = isolation
+    return settings
 
 
 def image_digest_of(container):

@@ -271,15 +271,12 @@ class CheckpointDeployment:
         self.network_info["bridge"] = bridge
         self.tracker.add("network", before, dict(name=name, bridge=bridge))
 
-    @staticmethod
-    def bridge_of(network):
-        if network.get("Driver") != "bridge":
-            raise DeployError(
-                "network %s uses driver %s; the checkpoint needs a bridge network of its own"
-                % (network.get("Name"), network.get("Driver"))
-            )
-        options = network.get("Options") or {}
-        return options.get("com.docker.network.bridge.name") or "br-" + network["Id"][:12]
+    def bridge_of(self, network):
+        """The network's interface on the host (the engine backend knows its drivers)."""
+        try:
+            return self.engine.network_interface(network)
+        except EngineError as exc:
+            raise DeployError(str(exc))
 
     def observed(self, container):
         image = self.engine.image(container.get("Image")) if container.get("Image") else None
@@ -518,7 +515,10 @@ class CheckpointDeployment:
         if network is None:
             self.tracker.add("network", None, None)
             return
-        bridge = self.bridge_of(network) if network.get("Driver") == "bridge" else None
+        try:
+            bridge = self.engine.network_interface(network)
+        except EngineError:
+            bridge = None
         self.network_info["bridge"] = bridge
         labels = network.get("Labels") or {}
         attached = [c for c in (network.get("Containers") or {}) if c not in set(x["Id"] for x in containers)]

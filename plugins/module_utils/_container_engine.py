@@ -20,7 +20,9 @@ Engine API's JSON (``docker inspect``), whatever the backend::
     used_images() -> {image id, ...}                           images some container uses
     remove_image(image_id)
     network(name) -> network inspect or None
-    create_network(name, bridge, checkpoint) -> network inspect
+    create_network(name, bridge, checkpoint) -> network inspect    ``bridge``: the host-side name
+    network_interface(network) -> str                          the host-side name of a network
+                                                               the checkpoint can use, or EngineError
     remove_network(network_id)
     container(name_or_id) -> container inspect or None
     checkpoint_containers(checkpoint) -> [container inspect, ...]   labelled with the checkpoint
@@ -31,9 +33,11 @@ Engine API's JSON (``docker inspect``), whatever the backend::
 Every failure is an :class:`EngineError` whose message says what was being done.
 :class:`DockerEngine` is the backend for Linux hosts (the ``docker`` SDK's low-level client on
 the engine's socket; SDK 5.0.3 of Debian 12 and 7.x). A backend for Windows hosts drives
-``docker.exe`` with the same calls (an action plugin running ``ansible.windows`` modules, or the
-update engine in the checkpoint image on the named pipe ``npipe:////./pipe/docker_engine``), so
-the manager and the update engine stay the same on both.
+``docker.exe`` with the same calls (``_windows_docker.DockerCli``, driven from the controller by an
+action plugin), and the update engine in the Windows checkpoint image uses :class:`DockerEngine` on
+the named pipe ``npipe:////./pipe/docker_engine``, so the manager and the update engine stay the
+same on both. Settings a platform lacks are None (limits) or empty/false (Linux-only hardening) in
+the settings; ``isolation`` exists only for Windows containers (see ``_container``).
 
 This file imports neither Ansible nor the ``vantage`` package: ``checkpoint_container``,
 ``checkpoint_health`` and the update engine of the ``vantage`` package (which carries it
@@ -78,6 +82,12 @@ MIN_DOCKER_SDK = (5, 0, 3)
 Inspect = Dict[str, Any]
 #: a health gate: (container id) -> (True, container inspect) or (False, why not)
 Gate = Callable[[str], Tuple[bool, Any]]
+
+
+#: The resource limits Windows containers enforce (Microsoft, "Implementing resource controls for Windows
+#: containers": memory and CPU; dockerd on Windows refuses MemorySwap and PidsLimit). ``docker info`` of a
+#: Windows engine does not say, so a Windows engine is known by its OSType.
+WINDOWS_LIMITS = {"memory": True, "swap": False, "pids": False}
 
 
 class EngineError(Exception):
@@ -138,6 +148,8 @@ class DockerEngine:
         """Which resource limits the engine's kernel enforces (``docker info``): it silently drops
         the others, which would otherwise look like a difference on every run."""
         info = self._call("reading the engine's information", self.api.info)
+        if info.get("OSType") == "windows":
+            return dict(WINDOWS_LIMITS)
         return dict(
             memory=info.get("MemoryLimit", True) is not False,
             swap=info.get("SwapLimit", True) is not False,
@@ -198,6 +210,11 @@ class DockerEngine:
         )
         return self.network(name)
 
+    @staticmethod
+    def network_interface(network):
+        # type: (Inspect) -> str
+        return bridge_interface(network)
+
     def remove_network(self, network_id):
         # type: (str) -> None
         self._call("removing network %s" % network_id, self.api.remove_network, network_id)
@@ -252,6 +269,7 @@ class DockerEngine:
             security_opt=list(settings["security_opt"]),
             privileged=settings["privileged"],
             init=settings["init"],
+            isolation=settings.get("isolation"),
             extra_hosts=list(settings.get("extra_hosts") or []) or None,
         )
         for key, value in (("Memory", settings["memory"]), ("MemorySwap", settings["memory_swap"]),
@@ -304,6 +322,18 @@ class DockerEngine:
         if isinstance(data, bytes):
             data = data.decode("utf-8", "replace")
         return str(data).strip()
+
+
+def bridge_interface(network):
+    # type: (Inspect) -> str
+    """The bridge interface on the host of a Linux ``bridge`` network; EngineError for another driver."""
+    if network.get("Driver") != "bridge":
+        raise EngineError(
+            "network %s uses driver %s; the checkpoint needs a bridge network of its own"
+            % (network.get("Name"), network.get("Driver"))
+        )
+    options = network.get("Options") or {}
+    return str(options.get(BRIDGE_NAME_OPTION) or "br-" + network["Id"][:12])
 
 
 # ----------------------------------------------------------------------------- health

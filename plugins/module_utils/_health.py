@@ -17,6 +17,7 @@ manager: its options (:func:`argument_spec`), the wait and the result.
 from __future__ import annotations
 
 import datetime
+import ntpath
 import os
 import stat
 import time
@@ -30,6 +31,7 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container impo
     IDENTITY_KEY_PATH,
     LABEL_CHECKPOINT,
     LABEL_INSTANCE,
+    WINDOWS_CONFIG_DIR,
 )
 from ansible_collections.vantage.checkpoint.plugins.module_utils._container_engine import (
     DOCKER_IMPORT_ERROR,
@@ -38,7 +40,7 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container_engi
     docker_sdk_problem,
     health_state,
 )
-from ansible_collections.vantage.checkpoint.plugins.module_utils._contract import container_name
+from ansible_collections.vantage.checkpoint.plugins.module_utils._contract import IDENTITY_KEY_FILE, container_name
 from ansible_collections.vantage.checkpoint.plugins.module_utils._control_plane import (
     CONTROL_PLANE_ARGUMENT_SPEC,
     ControlPlaneError,
@@ -141,10 +143,15 @@ def mode_text(mode):
 
 
 def identity_key_source(container):
-    """The host path mounted at the agent's identity key path, or None."""
+    """The host path mounted at the agent's identity key path, or None.
+
+    A Windows instance mounts its configuration directory (Windows reports the destination in lower case).
+    """
     for mount in container.get("Mounts") or []:
         if mount.get("Destination") == IDENTITY_KEY_PATH:
             return mount.get("Source")
+        if str(mount.get("Destination") or "").lower() == WINDOWS_CONFIG_DIR.lower() and mount.get("Source"):
+            return ntpath.join(mount["Source"], IDENTITY_KEY_FILE)
     for bind in (container.get("HostConfig") or {}).get("Binds") or []:
         parts = bind.split(":")
         if len(parts) > 1 and parts[1] == IDENTITY_KEY_PATH:
@@ -476,10 +483,18 @@ class HealthCheck:
         except EngineError as exc:
             self.module.fail_json(msg=str(exc))
 
+    def clock_offset(self):
+        """This host's clock minus the control plane's (the Windows action adds the host's offset to the controller's)."""
+        return server_clock(self.client)[0]
+
+    def inspect(self, name):
+        """``(local, reasons)`` of one instance on this host (:func:`inspect_local`)."""
+        return inspect_local(self.engine, self.checkpoint, name, self.health_state)
+
     def check_once(self, deadline):
         """One report; raises ControlPlaneError when the control plane cannot be asked."""
         self.client.timeout = max(1, min(self.request_timeout, int(round(deadline - self.clock()))))
-        offset, dummy = server_clock(self.client)
+        offset = self.clock_offset()
         health, alerts = read_control_plane(self.client, self.checkpoint)
         expected = self.expected
         if expected is None:
@@ -489,7 +504,7 @@ class HealthCheck:
             names = self.local_instances if self.local_instances is not None else expected
             for name in names:
                 try:
-                    local[name] = inspect_local(self.engine, self.checkpoint, name, self.health_state)
+                    local[name] = self.inspect(name)
                 except EngineError as exc:
                     self.module.fail_json(msg="cannot inspect instance %s on this host: %s" % (name, exc))
         return build_report(

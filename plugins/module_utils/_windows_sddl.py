@@ -211,6 +211,13 @@ KEY_DIRECTORY = dacl_sddl([
 ])
 #: An identity key file: SYSTEM and Administrators, and ContainerUser may read it (the agent's identity).
 KEY_FILE = dacl_sddl([(SYSTEM, FILE_ALL_ACCESS, ""), (ADMINISTRATORS, FILE_ALL_ACCESS, ""), (CONTAINER_USER, FILE_GENERIC_READ, "")])
+#: A file only SYSTEM and Administrators may open (the checkpoint's copies for the update engine).
+ADMIN_ONLY_FILE = dacl_sddl([(SYSTEM, FILE_ALL_ACCESS, ""), (ADMINISTRATORS, FILE_ALL_ACCESS, "")])
+#: An instance's state directory (outbox, replay cache): ContainerUser may change what is in it, as in the image's own
+#: C:\vantage\state (named volumes would not copy that list, so a host directory with this one is mounted).
+STATE_DIRECTORY = dacl_sddl([
+    (SYSTEM, FILE_ALL_ACCESS, "OICI"), (ADMINISTRATORS, FILE_ALL_ACCESS, "OICI"), (CONTAINER_USER, FILE_MODIFY, "OICI"),
+])
 #: The short-lived directory the key generator container writes the new key into.
 KEYGEN_DIRECTORY = dacl_sddl([
     (SYSTEM, FILE_ALL_ACCESS, "OICI"), (ADMINISTRATORS, FILE_ALL_ACCESS, "OICI"), (CONTAINER_USER, FILE_MODIFY, "OICI"),
@@ -221,6 +228,11 @@ POLICIES = {
                              "allowed": {SYSTEM: FILE_ALL_ACCESS, ADMINISTRATORS: FILE_ALL_ACCESS}},
     "key_directory": {"sddl": KEY_DIRECTORY,
                       "allowed": {SYSTEM: FILE_ALL_ACCESS, ADMINISTRATORS: FILE_ALL_ACCESS, CONTAINER_USER: READ_AND_EXECUTE}},
+    "admin_only_file": {"sddl": ADMIN_ONLY_FILE,
+                        "allowed": {SYSTEM: FILE_ALL_ACCESS, ADMINISTRATORS: FILE_ALL_ACCESS}},
+    "state_directory": {"sddl": STATE_DIRECTORY,
+                        "allowed": {SYSTEM: FILE_ALL_ACCESS, ADMINISTRATORS: FILE_ALL_ACCESS, CONTAINER_USER: FILE_MODIFY},
+                        "required": ((CONTAINER_USER, FILE_MODIFY),)},
     "key_file": {"sddl": KEY_FILE,
                  "allowed": {SYSTEM: FILE_ALL_ACCESS, ADMINISTRATORS: FILE_ALL_ACCESS, CONTAINER_USER: FILE_GENERIC_READ},
                  "required": ((CONTAINER_USER, FILE_GENERIC_READ),)},

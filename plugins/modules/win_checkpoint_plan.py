@@ -66,6 +66,20 @@ options:
   control_plane_url:
     description: C(checkpoint_control_plane_url), checked by the collection's URL rule and returned without trailing slashes.
     type: str
+  signing_keys:
+    description:
+      - The controller's C(ansible.builtin.uri) result of C(GET /api/v1/signing-keys). When given, the keys whose ids
+        O(trusted_key_ids) pins (and that are not retired) are returned in RV(plan) as C(keys); a control plane that did not
+        answer 200, or a pinned id it does not offer, is refused.
+    type: dict
+  trusted_key_ids:
+    description: C(checkpoint_trusted_key_ids).
+    type: list
+    elements: str
+  credentials:
+    description: C(checkpoint_credentials), checked as on Linux (names and fields, never values); only the names are returned.
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -83,6 +97,8 @@ plan:
   description:
     - C(host) (C(build), C(ltsc), C(release)), C(image) and C(image_source) (the variable it came from), C(layout)
       (C(config_dir), C(state_dir) and C(instances) with each C(identity_key)), C(control_plane_url).
+    - C(instances), one C({name, config_dir, state_dir}) per instance for M(vantage.checkpoint.win_checkpoint_container);
+      C(credential_names); with O(signing_keys), C(keys) (the pinned signing keys).
   returned: success
   type: dict
 reasons:

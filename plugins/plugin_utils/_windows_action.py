@@ -12,6 +12,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.vantage.checkpoint.plugins.module_utils._windows_docker import DockerCli
 from ansible_collections.vantage.checkpoint.plugins.module_utils._windows_host import WindowsHostError
 
 
@@ -49,3 +50,16 @@ class WindowsAction(ActionBase):
         if result.get("failed"):
             raise AnsibleActionFail("%s failed: %s" % (name, result.get("msg", "no message")), result=result)
         return result
+
+    def docker_cli(self, docker, task_vars):
+        """The engine interface on the host's ``docker.exe`` (``_windows_docker.DockerCli``): each call runs
+        ``win_docker_exec`` once; in check mode only commands that read are sent."""
+
+        def run(argv):
+            result = self._execute_module(module_name="vantage.checkpoint.win_docker_exec",
+                                          module_args=dict(argv=list(argv), docker=docker or None), task_vars=task_vars)
+            if "rc" not in result:
+                raise AnsibleActionFail("win_docker_exec failed: %s" % result.get("msg", "no message"), result=result)
+            return dict(rc=result["rc"], stdout=result.get("stdout") or "", stderr=result.get("stderr") or "")
+
+        return DockerCli(run, check_mode=self._task.check_mode)

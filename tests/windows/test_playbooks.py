@@ -149,7 +149,7 @@ def test_what_vantage_identity_prints_is_what_the_controller_accepts(tmp_path: P
     assert json.loads(again.stdout)["created"] is False
 
 
-@pytest.mark.parametrize("role", ["docker_host", "checkpoint"])
+@pytest.mark.parametrize("role", ["docker_host", "checkpoint", "egress_firewall", "auto_update"])
 def test_the_windows_variables_have_defaults_and_argument_specs_that_agree(role: str):
     import yaml
 

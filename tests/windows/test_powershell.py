@@ -60,13 +60,17 @@ def command_names(source: bytes) -> set[str]:
 FILES = powershell_files()
 MODULES = [path for path in FILES if path.suffix == ".ps1" and path.parent.name == "modules"]
 UTIL = ROOT / "plugins" / "module_utils" / "VantageWindows.psm1"
+EGRESS = ROOT / "roles" / "egress_firewall" / "files" / "vantage-egress.ps1"
+UPDATE = ROOT / "roles" / "auto_update" / "files" / "vantage-checkpoint-update.ps1"
 
 
 def test_the_collection_has_powershell_to_check():
     assert {path.name for path in MODULES} >= {
         "win_docker_engine_info.ps1", "win_docker_engine.ps1", "win_secure_directory.ps1", "win_checkpoint_image.ps1",
-        "win_checkpoint_identity.ps1"}
+        "win_checkpoint_identity.ps1", "win_docker_exec.ps1", "win_checkpoint_files.ps1", "win_acl_report.ps1",
+        "win_scheduled_task_xml.ps1"}
     assert UTIL in FILES
+    assert {EGRESS, UPDATE} <= set(FILES)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda path: str(path.relative_to(ROOT)))
@@ -126,3 +130,33 @@ def test_required_utils_exist_and_every_vantage_function_is_exported():
         for command, util_name in (("Run-Command", "CommandUtil"), ("Argv-ToString", "ArgvParser")):
             if command in command_names(source):
                 assert f"#AnsibleRequires -PowerShell Ansible.ModuleUtils.{util_name}" in text, (path.name, command)
+
+
+def script_parameters(path: Path) -> set[str]:
+    block = re.search(r"^param\((.*?)^\)", path.read_text(), re.MULTILINE | re.DOTALL)
+    assert block, path
+    return set(re.findall(r"\$([A-Za-z]+)\s*(?:=|,|$)", block.group(1), re.MULTILINE))
+
+
+def test_the_reconciler_reads_only_what_the_controller_renders():
+    from ansible_collections.vantage.checkpoint.plugins.module_utils import _windows_egress
+
+    document = _windows_egress.render([{"name": "control-plane", "hosts": ["cp.example.com"], "ports": [443]}],
+                                      ["10.0.0.53"], "plant", "vantage-plant")
+    read = set(re.findall(r"\$document\.([a-z_]+)", EGRESS.read_text()))
+    assert read and read <= set(document), sorted(read - set(document))
+    # the parameters the action and the scheduled tasks pass (win_egress_policy)
+    assert script_parameters(EGRESS) == {"Policy", "Docker", "Watch", "Verify"}
+
+
+def test_the_update_command_reads_only_what_update_conf_has():
+    from ansible_collections.vantage.checkpoint.plugins.module_utils import _windows_update
+
+    conf = _windows_update.update_conf({
+        "checkpoint": "plant", "channel": "stable", "instances": ["a"], "control_plane_url": "https://cp.example.com", "ca": True,
+        "validate_certs": True, "health_timeout": 1, "gate_timeout": 1, "lock_dir": "C:\\lock",
+        "layout": {"update_token": "C:\\t", "ca": "C:\\ca.pem", "trusted_keys": "C:\\k", "state_dir": "C:\\s"}})
+    keys = set(re.findall(r"^([a-z_]+) = ", conf, re.MULTILINE))
+    read = set(re.findall(r"\$settings\['([a-z_]+)'\]", UPDATE.read_text()))
+    assert read and read <= keys, sorted(read - keys)
+    assert script_parameters(UPDATE) == {"Config", "ManifestFile", "Check", "RetryFailed", "Docker"}

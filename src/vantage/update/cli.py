@@ -4,37 +4,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import errno
-import fcntl
 import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from vantage._collection._container_engine import DockerEngine, EngineError
 from vantage.update.config import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, UpdateConfig, UpdateError
 from vantage.update.control_plane import ControlPlaneClient
+from vantage.update.lock import acquire_lock
 from vantage.update.updater import Updater, log, read_json, write_json
 
 #: seconds one engine API call may take (a pull streams; this bounds silence, not the pull)
 ENGINE_TIMEOUT = 120
 #: results after which a release that failed its gate stays remembered
 KEEP_FAILED_RELEASE = ("refused", "deferred", "unreachable", "image_unavailable", "error")
-
-
-def acquire_lock(path: str) -> IO[str] | None:
-    """The host-wide lock (``flock``), held while the returned file is open; None when taken."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        handle.close()
-        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            return None
-        raise
-    return handle
+__all__ = ["acquire_lock", "main", "parser", "read_token", "write_status"]
 
 
 def parser() -> argparse.ArgumentParser:

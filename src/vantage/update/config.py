@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import configparser
+import ntpath
+import posixpath
+import re
+import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from vantage.contract import STATE_FILES, ContractError, check, control_plane_url
 
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-DEFAULT_LOCK_FILE = "/run/lock/vantage-checkpoint-update.lock"
+#: the engine and the host-wide lock by platform: the engine's socket, or its named pipe on Windows,
+#: where files cannot be bind-mounted, so the lock lives in a directory of its own (docs/windows.md)
+PLATFORM_DEFAULTS = {
+    "linux": {"docker_host": "unix:///var/run/docker.sock", "lock_file": "/run/lock/vantage-checkpoint-update.lock"},
+    "win32": {
+        "docker_host": "npipe:////./pipe/docker_engine",
+        "lock_file": "C:\\ProgramData\\Vantage\\lock\\update.lock",
+    },
+}
+_DEFAULTS = PLATFORM_DEFAULTS["win32" if sys.platform == "win32" else "linux"]
+DEFAULT_DOCKER_HOST = _DEFAULTS["docker_host"]
+DEFAULT_LOCK_FILE = _DEFAULTS["lock_file"]
+_WINDOWS_PATH = re.compile(r"[A-Za-z]:\\")
+
+
+def join(directory: str, name: str) -> str:
+    """``directory`` joined with ``name`` the way the host that wrote the path does (a ``C:\\`` path is Windows')."""
+    if _WINDOWS_PATH.match(directory):
+        return ntpath.join(directory, name)
+    return posixpath.join(directory, name)
 
 #: exit status of a run (docs/auto-update.md)
 EXIT_OK = 0  # updated, or already up to date
@@ -63,11 +84,11 @@ class UpdateConfig:
 
     @property
     def release_file(self) -> str:
-        return str(Path(self.state_dir) / STATE_FILES["release"])
+        return join(self.state_dir, STATE_FILES["release"])
 
     @property
     def status_file(self) -> str:
-        return str(Path(self.state_dir) / STATE_FILES["update_status"])
+        return join(self.state_dir, STATE_FILES["update_status"])
 
     @classmethod
     def load(cls, path: str) -> UpdateConfig:

@@ -19,7 +19,7 @@ from ansible_collections.vantage.checkpoint.plugins.module_utils._container_depl
     CheckpointDeployment,
     DeployError,
 )
-from ansible_collections.vantage.checkpoint.plugins.module_utils._container_engine import EngineError
+from ansible_collections.vantage.checkpoint.plugins.module_utils._container_engine import EngineError, bridge_interface
 
 OLD = "sha256:" + "01" * 32
 NEW = "sha256:" + "02" * 32
@@ -74,6 +74,8 @@ class FakeEngine:
         self.networks[name] = {"Id": "9" * 64, "Name": name, "Driver": "bridge", "Labels": {LABEL_CHECKPOINT: checkpoint},
                                "Options": {"com.docker.network.bridge.name": bridge}, "Containers": {}}
         return self.networks[name]
+
+    network_interface = staticmethod(bridge_interface)
 
     def remove_network(self, network_id):
         self.networks = dict((k, v) for k, v in self.networks.items() if v["Id"] != network_id)
