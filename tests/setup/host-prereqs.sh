@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests need on the machine that runs them (idempotent).
+# Install the Debian packages this machine needs (idempotent), for one of two purposes:
+#   host-prereqs.sh sandbox   what `make quickstart` needs: the engine, debootstrap for the local
+#                             base images, git for the image builds
+#   host-prereqs.sh test      the above plus what `make test` needs: shellcheck, nftables and
+#                             iproute2 for the firewall tests, and the real servers the check tests
+#                             start on loopback (PostgreSQL, MariaDB, sshd, Exim, Dovecot) and the
+#                             headless browser of the health-page test
 # On a workstation that is not Debian, install the equivalents yourself (see bindep.txt).
 set -euo pipefail
-packages=(docker.io debootstrap nftables iproute2 shellcheck git rsync postgresql openssh-server mariadb-server mariadb-client exim4-daemon-light dovecot-imapd chromium)
+sandbox=(docker.io debootstrap git)
+tests=(nftables iproute2 shellcheck rsync postgresql openssh-server mariadb-server mariadb-client
+       exim4-daemon-light dovecot-imapd chromium)
+case "${1:-}" in
+  sandbox) packages=("${sandbox[@]}") ;;
+  test) packages=("${sandbox[@]}" "${tests[@]}") ;;
+  *) echo "usage: $0 sandbox|test" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
