@@ -22,6 +22,7 @@ CASES = {
     "valid_name": (["a", "office-berlin", "0", "a" * 63], ["", "A", "-a", "a_b", "a" * 64, "cp\n", None, 1]),
     "valid_credential_name": (["db", "DB_ro", "mail.probe"], ["", "_x", "x y", "x/y", "A" * 65, None]),
     "valid_channel": (["stable", "Beta.2"], ["", ".x", "st able", "stable\n"]),
+    "valid_host_name": (["a", "DockerHost-01", "host.example.com", "a" * 253], ["", "-a", "a.", "a b", "a" * 254, "a\n"]),
     "valid_version": (["1", "1.2.3"], ["", "v1", "1.", "1.2.3-rc1"]),
     "valid_digest": ([DIGEST], ["sha256:" + "0" * 63, "sha256:" + "A" * 64, DIGEST + "\n"]),
     "valid_key_id": (["0123456789abcdef"], ["0123456789ABCDEF", "0123456789abcde", 16]),
