@@ -46,10 +46,6 @@ RULES = {
         r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?",
         "1 to 253 characters A-Z, a-z, 0-9, '.', '_' and '-', starting and ending with a letter or digit",
     ),
-    "host_name": (
-        r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?",
-        "1 to 253 characters A-Z, a-z, 0-9, '.', '_' and '-', starting and ending with a letter or digit",
-    ),
     "version": (r"[0-9]{1,9}(\.[0-9]{1,9}){0,7}", "dotted numbers such as 1.4.2"),
     "digest": (r"sha256:[0-9a-f]{64}", "sha256:<64 lower-case hex digits>"),
     "key_id": (r"[0-9a-f]{16}", "16 lower-case hex digits"),
