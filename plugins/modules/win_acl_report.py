@@ -12,7 +12,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: win_acl_report
 short_description: Read the access lists of files on a Windows host, and its clock
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Returns the access list (DACL) of each path as SDDL text (V(null) for a path that does not exist) and the host's
     clock. Changes nothing.

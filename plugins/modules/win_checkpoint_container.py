@@ -13,7 +13,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: win_checkpoint_container
 short_description: Run a checkpoint's instances on a Windows host, one instance at a time, with the hardening Windows has
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - The Windows counterpart of M(vantage.checkpoint.checkpoint_container), with the same manager - the same desired
     settings and fingerprint label (C(io.vantage.config-hash)), one instance replaced at a time behind the health gate,

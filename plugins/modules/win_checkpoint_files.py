@@ -13,7 +13,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: win_checkpoint_files
 short_description: Write a checkpoint's trusted keys, CA, credentials and state directories on a Windows host
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Writes the pinned signing keys (C(keys) of RV(vantage.checkpoint.win_checkpoint_plan#module:plan)), the CA
     certificate and the credentials for checks that log in into each instance's configuration

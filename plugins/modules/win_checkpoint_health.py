@@ -13,7 +13,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: win_checkpoint_health
 short_description: Verify that a checkpoint and its instances on a Windows host are healthy
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - The Windows counterpart of M(vantage.checkpoint.checkpoint_health), with the same verdict, report and options. The
     control plane is asked from the controller (which must reach it; O(ca_path) is a file on the controller).

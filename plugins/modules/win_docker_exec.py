@@ -13,7 +13,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: win_docker_exec
 short_description: Run docker.exe once on a Windows host and report its exit code and output
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Runs C(docker.exe) with O(argv) and returns its exit code, standard output and standard error. A non-zero exit
     code does not fail the task; the caller reads the answer.

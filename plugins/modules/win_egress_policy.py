@@ -13,7 +13,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: win_egress_policy
 short_description: Enforce a Windows checkpoint's egress policy with HNS endpoint ACLs, and prove it from inside each instance
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - The Windows Firewall does not filter the traffic of containers on a C(nat) network, so the policy the
     P(vantage.checkpoint.egress_firewall#role) role derives (control plane, registry, revocation endpoints, resolvers,

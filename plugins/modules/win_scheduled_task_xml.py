@@ -13,7 +13,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: win_scheduled_task_xml
 short_description: Read, register, start or remove a Windows scheduled task from a Task Scheduler document
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Returns the task as C(Export-ScheduledTask) prints it (RV(exported)) and its state, and, when asked, registers O(xml)
     as the task (for SYSTEM), removes the task, starts it when it is not running, or restarts it.

@@ -12,7 +12,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: win_update_task
 short_description: Schedule a Windows checkpoint's updates and the host's Windows Update
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Writes C(update.conf) (for C(vantage update), with the engine's named pipe and the lock's directory), the API token and the
     command C(vantage-checkpoint-update.ps1) that runs the update engine from the installed checkpoint image, each only
