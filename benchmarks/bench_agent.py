@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.measure import CannotMeasure, percentile, rss_mb
 from support.pki import Pki, make_pki
 from support.waiting import wait_until
 
@@ -76,8 +77,6 @@ LATENCY_P99_TARGET_MS = 100.0
 FAILOVER_TARGET_INTERVALS = 2.0
 
 
-class CannotMeasure(Exception):
-    """A figure could not be measured (the script then exits 1)."""
 
 
 def log(message: str) -> None:
@@ -111,24 +110,10 @@ def cpu_layout() -> tuple[list[int], str]:
     return [], f"{len(cpus)} CPU(s) or no taskset: nothing pinned"
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise CannotMeasure(f"no VmRSS for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        raise CannotMeasure("no samples")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
 
 
 # ----------------------------------------------------------------------------- the HTTP target

@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import aiohttp
 from sqlalchemy import create_engine, text
 from support.agents import Identity, SimAgent
+from support.measure import CannotMeasure, cpu_seconds, percentile, rss_mb
 from support.postgres import postgres_server
 from support.processes import ControlPlaneProcess
 from support.waiting import WaitTimeout
@@ -65,31 +66,16 @@ PUBLIC_URL = "http://127.0.0.1:8443"  # the name agents sign for; they connect t
 BENCH_TMP = "/var/tmp" if os.path.isdir("/var/tmp") else None
 
 
-class CannotMeasure(Exception):
-    """A figure could not be measured (the script then exits 1)."""
 
 
 def log(message: str) -> None:
     print(f"[bench-cp {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise CannotMeasure(f"no VmRSS for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        raise CannotMeasure("no latency samples")
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def cores() -> tuple[list[str], list[int]]:

@@ -69,17 +69,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_agent import (
-    CannotMeasure,
-    Pki,
-    clean_env,
-    cpu_seconds,
-    log,
-    make_pki,
-    percentile,
-    rss_mb,
-    wait_until,
-)
+from bench_agent import clean_env, log
+from support.measure import CannotMeasure, cpu_seconds, percentile, rss_mb
+from support.net import free_port
+from support.pki import Pki, make_pki
+from support.waiting import wait_until
 
 VANTAGE = [sys.executable, "-m", "vantage"]
 CHECKPOINT, INSTANCE = "bench", "peer"
@@ -131,11 +125,6 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def pinned(cpu: int, argv: list[str]) -> list[str]:
