@@ -16,6 +16,9 @@ export ANSIBLE_COLLECTIONS_PATH := $(TOP)/build/collections
 # Ansible's own state per checkout (temporary files, the collection ansible-lint installs from this
 # tree): another checkout on the same machine must never lend it its copy of vantage.checkpoint.
 export ANSIBLE_HOME := $(TOP)/build/ansible-home
+# Async jobs (the sandbox's image copies) and async_status must agree on the directory even when
+# HOME is not the account's home directory (async_status expands ~ from the password database).
+export ANSIBLE_ASYNC_DIR := $(ANSIBLE_HOME)/async
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 MOLECULE_SCENARIOS ?= $(sort $(notdir $(wildcard molecule/*)))
